@@ -1,0 +1,61 @@
+/// What a protocol implements to live on a connection: four callbacks, all
+/// made on the connection's loop thread. Only `received` is required.
+///
+/// ```swift
+/// final class Echo: ConnectionHandler {
+///     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+///         connection.write(bytes)
+///     }
+/// }
+/// ```
+public protocol ConnectionHandler: AnyObject {
+    /// The connection is established and registered; it may write at once.
+    func connectionOpened(_ connection: Connection)
+    /// Bytes arrived. They are lent for the call only (the loop's shared read buffer).
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer)
+    /// Everything queued by `write` has been handed to the kernel.
+    func connectionDrained(_ connection: Connection)
+    /// The connection is closed and its fd released; called exactly once.
+    func connectionClosed(_ connection: Connection, reason: CloseReason)
+}
+
+extension ConnectionHandler {
+    public func connectionOpened(_ connection: Connection) {}
+    public func connectionDrained(_ connection: Connection) {}
+    public func connectionClosed(_ connection: Connection, reason: CloseReason) {}
+}
+
+/// Why a connection closed.
+public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
+    /// The peer sent FIN and everything received was answered and flushed.
+    case peerClosed
+    /// The peer reset the connection (ECONNRESET, EPIPE).
+    case reset
+    /// Nothing was received for the configured idle timeout.
+    case idleTimeout
+    /// `close()` was called on this side.
+    case local
+    /// The server or loop shut down.
+    case shutdown
+    /// Any other failure, with the call and errno (e.g. `connect` refused).
+    case error(SystemError)
+
+    public var description: String {
+        switch self {
+        case .peerClosed: "peer FIN"
+        case .reset: "reset"
+        case .idleTimeout: "idle timeout"
+        case .local: "closed locally"
+        case .shutdown: "shutdown"
+        case .error(let error): "\(error)"
+        }
+    }
+
+    static func failure(_ call: String, code: Int32) -> CloseReason {
+        code == ECONNRESET || code == EPIPE ? .reset : .error(SystemError(call, code: code))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The process's open-file limit (RLIMIT_NOFILE): every connection is an fd.
+public enum FileDescriptorLimit {
+    /// The soft limit now in force.
+    public static var current: Int {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        return Int(clamping: limit.rlim_cur)
+    }
+
+    /// Raises the soft limit to the hard limit (what an unprivileged process
+    /// may do) and returns the limit now in force.
+    @discardableResult
+    public static func raiseToMaximum() -> Int {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return current
+    }
+
+    /// File descriptors this process has open now (entries of /proc/self/fd).
+    public static var openCount: Int {
+        guard let directory = opendir("/proc/self/fd") else { return -1 }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        return count - 3 // ".", ".." and the directory's own fd
+    }
+}

@@ -1,0 +1,49 @@
+import Synchronization
+
+/// Counters one loop keeps, readable from any thread without stopping it.
+///
+/// Only the loop's own thread writes them, so an increment is a relaxed load
+/// and store (plain moves on x86), not a locked read-modify-write.
+public final class LoopStatistics: Sendable {
+    let opened = Atomic<UInt64>(0)
+    let closed = Atomic<UInt64>(0)
+    let refused = Atomic<UInt64>(0)
+    let bytesReceived = Atomic<UInt64>(0)
+    let bytesSent = Atomic<UInt64>(0)
+
+    /// A consistent-enough copy of the counters (each read is atomic).
+    public var snapshot: Snapshot {
+        Snapshot(
+            opened: opened.load(ordering: .relaxed),
+            closed: closed.load(ordering: .relaxed),
+            refused: refused.load(ordering: .relaxed),
+            bytesReceived: bytesReceived.load(ordering: .relaxed),
+            bytesSent: bytesSent.load(ordering: .relaxed))
+    }
+
+    public struct Snapshot: Sendable, Equatable {
+        /// Connections established: accepted by a server or connected by a client.
+        public var opened: UInt64 = 0
+        /// Connections closed after being opened (refused ones are not counted here).
+        public var closed: UInt64 = 0
+        /// Connections accepted and closed at once because of `maxConnections`.
+        public var refused: UInt64 = 0
+        public var bytesReceived: UInt64 = 0
+        public var bytesSent: UInt64 = 0
+
+        public var open: UInt64 { opened &- closed }
+
+        public static func + (lhs: Snapshot, rhs: Snapshot) -> Snapshot {
+            Snapshot(
+                opened: lhs.opened + rhs.opened, closed: lhs.closed + rhs.closed,
+                refused: lhs.refused + rhs.refused, bytesReceived: lhs.bytesReceived + rhs.bytesReceived,
+                bytesSent: lhs.bytesSent + rhs.bytesSent)
+        }
+    }
+}
+
+/// Single-writer increment: the owner thread is the only one that stores.
+@inline(__always)
+func increment(_ counter: borrowing Atomic<UInt64>, by amount: UInt64 = 1) {
+    counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+}

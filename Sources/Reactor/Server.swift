@@ -1,0 +1,142 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TCP server: one listener and N event loops, each on its own thread, each
+/// connection owned by one loop for its whole life.
+///
+/// Distribution: the listener lives on loop 0, which accepts and hands each
+/// new socket to the loops in turn (muduo's design). Unlike one SO_REUSEPORT
+/// listener per loop, it spreads even a handful of connections evenly, keeps
+/// the connection limit and EMFILE handling in one place, and a second server
+/// on the same port fails with EADDRINUSE instead of silently sharing it.
+/// The hand-off costs one cross-thread task per accepted connection, off the
+/// echo path.
+public final class Server: Sendable {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        public var port: UInt16 = 7777
+        /// Event loops (threads); default one per core.
+        public var loops = Server.coreCount
+        public var backlog: Int32 = 1024
+        /// Connections beyond this are accepted and closed at once (counted as refused).
+        public var maxConnections = 10_000
+        /// Close connections that have received nothing for this long; nil: never.
+        public var idleTimeout: Duration?
+        public var backpressure = Backpressure()
+        /// Connections accepted per wake-up at most.
+        public var acceptBatch = 64
+
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    /// Where the server listens; with port 0, the port the kernel chose.
+    public let localAddress: SocketAddress
+    public let loops: [EventLoop]
+    private let listener: Listener
+    private let openConnections = Atomic<Int>(0)
+    private let threads = Mutex<[LoopThread]>([])
+    private let makeHandler: @Sendable (EventLoop) -> any ConnectionHandler
+    // Touched only on loop 0, by the listener's admit callback.
+    private nonisolated(unsafe) var nextLoop = 0
+    private let errors: @Sendable (SystemError) -> Void
+
+    public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Binds and listens now, so a bad address or a port in use fails here
+    /// (`bind 127.0.0.1:7777: Address already in use`); serving starts with `start()`.
+    /// `makeHandler` is called on a connection's loop for each new connection.
+    /// `errors` hears of accept failures the server survives (e.g. EMFILE).
+    public init(
+        configuration: Configuration,
+        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        makeHandler: @escaping @Sendable (EventLoop) -> any ConnectionHandler
+    ) throws {
+        precondition(configuration.loops >= 1 && configuration.maxConnections >= 1)
+        self.configuration = configuration
+        self.makeHandler = makeHandler
+        self.errors = errors
+        var loops: [EventLoop] = []
+        for _ in 0..<configuration.loops { loops.append(try EventLoop()) }
+        self.loops = loops
+        let address = try SocketAddress(host: configuration.host, port: configuration.port)
+        let fd = try Socket.listen(on: address, backlog: configuration.backlog)
+        localAddress = SocketAddress(of: fd, peer: false) ?? address
+        listener = Listener(fd: fd, loop: loops[0], acceptBatch: configuration.acceptBatch, admit: { _ in }, reportError: errors)
+        try loops[0].register(listener, interest: .readable)
+    }
+
+    /// Starts every loop on its own thread.
+    public func start() throws {
+        // The listener's callbacks need self, which exists only now.
+        listener.admit = { [self] fd in admit(fd) }
+        for (index, loop) in loops.enumerated() {
+            if let timeout = configuration.idleTimeout {
+                loop.execute { loop.idleTimeouts = IdleTimeouts(timeout: timeout, loop: loop) }
+            }
+            loop.execute { [self] in
+                loop.connectionClosedHook = { [self] _ in openConnections.subtract(1, ordering: .relaxed) }
+            }
+            let thread = try LoopThread(name: "reactor-\(index)") { loop.run() }
+            threads.withLock { $0.append(thread) }
+        }
+    }
+
+    /// Loop 0: admit a freshly accepted socket or refuse it over the limit.
+    private func admit(_ fd: Int32) {
+        let loop0 = loops[0]
+        if openConnections.load(ordering: .relaxed) >= configuration.maxConnections {
+            close(fd)
+            increment(loop0.stats.refused)
+            return
+        }
+        openConnections.add(1, ordering: .relaxed)
+        let target = loops[nextLoop]
+        nextLoop = (nextLoop + 1) % loops.count
+        if target === loop0 {
+            adopt(fd, on: target)
+        } else {
+            target.execute { [self] in adopt(fd, on: target) }
+        }
+    }
+
+    private func adopt(_ fd: Int32, on loop: EventLoop) {
+        guard let connection = loop.adopt(fd, handler: makeHandler(loop), backpressure: configuration.backpressure) else {
+            openConnections.subtract(1, ordering: .relaxed)
+            return
+        }
+        if !connection.isClosed { loop.idleTimeouts?.track(connection) }
+    }
+
+    /// Totals over all loops. Any thread.
+    public var statistics: LoopStatistics.Snapshot {
+        loops.reduce(LoopStatistics.Snapshot()) { $0 + $1.stats.snapshot }
+    }
+
+    /// Connections open right now. Any thread.
+    public var connectionCount: Int { openConnections.load(ordering: .relaxed) }
+
+    /// Stops accepting, lets every connection answer what it already read and
+    /// flush its output, then closes it; whatever is still open after
+    /// `gracePeriod` is closed regardless. Any thread; `wait()` returns after.
+    public func shutdown(gracePeriod: Duration = .seconds(5)) {
+        loops[0].execute { [listener] in listener.close() }
+        for loop in loops {
+            loop.execute {
+                loop.closeGracefully()
+                loop.schedule(after: gracePeriod) { loop.stop() }
+            }
+        }
+    }
+
+    /// Blocks until every loop has stopped (after `shutdown`).
+    public func wait() {
+        let started = threads.withLock { threads in
+            defer { threads.removeAll() }
+            return threads
+        }
+        for thread in started { thread.join() }
+    }
+}

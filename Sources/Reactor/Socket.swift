@@ -1,0 +1,132 @@
+import CEpoll
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The outcome of one non-blocking `recv` or `send`.
+enum IOResult {
+    case transferred(Int)
+    /// The socket had nothing to give or no room to take (EAGAIN).
+    case wouldBlock
+    /// `recv` returned 0: the peer sent FIN.
+    case endOfFile
+    case failed(Int32)
+}
+
+/// Socket system calls, each made the way the reactor needs them: non-blocking
+/// and close-on-exec from birth, `MSG_NOSIGNAL` on every send, EINTR retried.
+enum Socket {
+    /// A listening TCP socket bound to `address`, with SO_REUSEADDR so a
+    /// restarted server can bind while old connections sit in TIME_WAIT.
+    static func listen(on address: SocketAddress, backlog: Int32) throws(SystemError) -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | CSOCK_NONBLOCK | CSOCK_CLOEXEC, 0)
+        guard fd >= 0 else { throw SystemError("socket", address.description) }
+        do throws(SystemError) {
+            try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
+            if case .v6 = address {
+                // "::" should mean IPv6 only; dual-stack surprises nobody wants.
+                try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "setsockopt(IPV6_V6ONLY)")
+            }
+            guard address.withSockAddr({ bind(fd, $0, $1) }) == 0 else { throw SystemError("bind", address.description) }
+            guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen", address.description) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Starts a non-blocking connect. Returns the fd, and whether the
+    /// connection is still under way (EINPROGRESS: completion shows as writable).
+    static func connect(to address: SocketAddress) throws(SystemError) -> (fd: Int32, inProgress: Bool) {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | CSOCK_NONBLOCK | CSOCK_CLOEXEC, 0)
+        guard fd >= 0 else { throw SystemError("socket", address.description) }
+        if address.withSockAddr({ Glibc.connect(fd, $0, $1) }) == 0 { return (fd, false) }
+        let code = errno
+        if code == EINPROGRESS || code == EINTR { return (fd, true) }
+        close(fd)
+        throw SystemError("connect", address.description, code: code)
+    }
+
+    enum AcceptResult {
+        case accepted(Int32)
+        case wouldBlock
+        /// EMFILE/ENFILE: the process or system is out of file descriptors.
+        case outOfDescriptors
+        case failed(Int32)
+    }
+
+    static func accept(from listener: Int32) -> AcceptResult {
+        while true {
+            let fd = cepoll_accept4(listener, nil, nil, CSOCK_NONBLOCK | CSOCK_CLOEXEC)
+            if fd >= 0 { return .accepted(fd) }
+            switch errno {
+            case EINTR, ECONNABORTED: continue // an aborted handshake says nothing about the next one
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case EMFILE, ENFILE: return .outOfDescriptors
+            case let code: return .failed(code)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int) -> IOResult {
+        while true {
+            let n = recv(fd, buffer, count, 0)
+            if n > 0 { return .transferred(n) }
+            if n == 0 { return .endOfFile }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case let code: return .failed(code)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func send(_ fd: Int32, _ bytes: UnsafeRawPointer, count: Int) -> IOResult {
+        while true {
+            let n = Glibc.send(fd, bytes, count, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return .transferred(n) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case let code: return .failed(code)
+            }
+        }
+    }
+
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, _ call: String) throws(SystemError) {
+        var value = value
+        guard setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else { throw SystemError(call) }
+    }
+
+    static func integerOption(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, level, name, &value, &length) == 0 ? value : nil
+    }
+
+    /// Disables Nagle's algorithm: an echo must not wait for the next segment.
+    static func setNoDelay(_ fd: Int32) {
+        _ = try? setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
+    }
+
+    /// The error a failed connect or a broken socket left (SO_ERROR); 0 if none.
+    static func pendingError(_ fd: Int32) -> Int32 {
+        integerOption(fd, SOL_SOCKET, SO_ERROR) ?? errno
+    }
+
+    /// The maximum segment size agreed in the SYN options (TCP_MAXSEG).
+    static func maximumSegmentSize(_ fd: Int32) -> Int? {
+        integerOption(fd, Int32(IPPROTO_TCP), TCP_MAXSEG).map(Int.init)
+    }
+
+    /// Closes with SO_LINGER 0, sending RST instead of FIN: used to shed
+    /// connections refused by a limit without leaving TIME_WAIT behind.
+    static func abort(_ fd: Int32) {
+        var option = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+        close(fd)
+    }
+}

@@ -1,0 +1,89 @@
+/// A handle to a task scheduled on an event loop; `cancel()` from any thread.
+public struct ScheduledTask: Sendable, Hashable {
+    let id: UInt64
+    unowned(unsafe) let loop: EventLoop // loops outlive the tasks scheduled on them
+
+    /// Cancels the task if it has not run yet. Safe to call more than once.
+    public func cancel() { loop.cancel(self) }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.id == rhs.id && lhs.loop === rhs.loop }
+    public func hash(into hasher: inout Hasher) { hasher.combine(id) }
+}
+
+/// Pending timers of one loop: a binary min-heap of deadlines feeding
+/// epoll_wait's timeout, so nothing ever busy-waits. Cancelling removes the
+/// task at once; its heap entry is skipped when it surfaces.
+struct TimerQueue {
+    private struct Entry {
+        let deadline: UInt64
+        let id: UInt64
+    }
+
+    private var heap: [Entry] = []
+    private var tasks: [UInt64: () -> Void] = [:]
+
+    var isEmpty: Bool { tasks.isEmpty }
+
+    mutating func insert(deadline: UInt64, id: UInt64, _ task: @escaping () -> Void) {
+        tasks[id] = task
+        heap.append(Entry(deadline: deadline, id: id))
+        siftUp(heap.count - 1)
+    }
+
+    mutating func cancel(_ id: UInt64) {
+        tasks[id] = nil
+        if tasks.isEmpty { heap.removeAll(keepingCapacity: true) }
+    }
+
+    /// Milliseconds until the earliest live deadline: -1 when none, 0 when due.
+    mutating func timeoutMilliseconds(now: UInt64) -> Int32 {
+        dropCancelledTop()
+        guard let first = heap.first else { return -1 }
+        if first.deadline <= now { return 0 }
+        // Round up so a wake-up never comes a little early and spins.
+        let milliseconds = (first.deadline - now + 999_999) / 1_000_000
+        return Int32(clamping: milliseconds)
+    }
+
+    /// Removes and returns the next task due at `now`, if any.
+    mutating func popDue(now: UInt64) -> (() -> Void)? {
+        dropCancelledTop()
+        guard let first = heap.first, first.deadline <= now else { return nil }
+        removeTop()
+        return tasks.removeValue(forKey: first.id)
+    }
+
+    private mutating func dropCancelledTop() {
+        while let first = heap.first, tasks[first.id] == nil { removeTop() }
+    }
+
+    private mutating func removeTop() {
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return }
+        heap[0] = last
+        siftDown(0)
+    }
+
+    private mutating func siftUp(_ index: Int) {
+        var child = index
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].deadline < heap[parent].deadline else { return }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    private mutating func siftDown(_ index: Int) {
+        var parent = index
+        while true {
+            let left = 2 * parent + 1
+            guard left < heap.count else { return }
+            let right = left + 1
+            let smaller = right < heap.count && heap[right].deadline < heap[left].deadline ? right : left
+            guard heap[smaller].deadline < heap[parent].deadline else { return }
+            heap.swapAt(parent, smaller)
+            parent = smaller
+        }
+    }
+}
