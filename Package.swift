@@ -29,13 +29,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Blocking loopback clients and subprocess helpers shared by the test targets.
+        .target(
+            name: "TestSupport",
+            dependencies: ["Reactor"],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "ReactorTests",
-            dependencies: ["Reactor"]
+            dependencies: ["Reactor", "TestSupport"]
         ),
         .testTarget(
             name: "EchoServerTests",
-            dependencies: ["Reactor"]
+            dependencies: ["Reactor", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

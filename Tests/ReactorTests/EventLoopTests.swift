@@ -1,0 +1,66 @@
+import Reactor
+import Synchronization
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Event loop")
+struct EventLoopTests {
+    /// Starts a loop on its own thread and stops it after `body`.
+    private func withLoop(_ body: (EventLoop) throws -> Void) throws {
+        let loop = try EventLoop()
+        let thread = try LoopThread(name: "test-loop") { loop.run() }
+        defer {
+            loop.stop()
+            thread.join()
+        }
+        try body(loop)
+    }
+
+    @Test func executeFromAnotherThreadRunsOnTheLoop() throws {
+        try withLoop { loop in
+            let ranOnLoop = Recorded<Bool>()
+            for _ in 0..<100 { loop.execute { ranOnLoop.append(loop.inEventLoop) } }
+            #expect(eventually { ranOnLoop.count == 100 })
+            #expect(ranOnLoop.values.allSatisfy { $0 })
+            #expect(!loop.inEventLoop)
+        }
+    }
+
+    @Test func timersFireInDeadlineOrderAndCancelledOnesNever() throws {
+        try withLoop { loop in
+            let fired = Recorded<Int>()
+            let start = monotonicNanoseconds()
+            loop.schedule(after: .milliseconds(60)) { fired.append(3) }
+            loop.schedule(after: .milliseconds(20)) { fired.append(1) }
+            let cancelled = loop.schedule(after: .milliseconds(40)) { fired.append(99) }
+            loop.schedule(after: .milliseconds(40)) { fired.append(2) }
+            cancelled.cancel()
+            #expect(eventually { fired.count == 3 })
+            #expect(monotonicNanoseconds() - start >= 60_000_000)
+            #expect(fired.values == [1, 2, 3])
+        }
+    }
+
+    @Test func stopEndsRunAndReleasesConnections() throws {
+        let loop = try EventLoop()
+        let thread = try LoopThread(name: "test-loop") { loop.run() }
+        loop.stop()
+        thread.join()
+        #expect(loop.registeredCount == 0)
+    }
+
+    @Test func connectToClosedPortReportsConnectionRefused() throws {
+        let port = try unusedPort()
+        let reasons = RecordingEcho()
+        try withLoop { loop in
+            loop.execute {
+                loop.connect(to: try! SocketAddress(host: "127.0.0.1", port: port), handler: reasons)
+            }
+            #expect(eventually { reasons.reasons.count == 1 })
+            #expect(reasons.reasons.values.first?.description == "connect 127.0.0.1:\(port): Connection refused")
+        }
+    }
+}
