@@ -70,11 +70,14 @@ struct EchoServer: ParsableCommand {
         configuration.backpressure = Backpressure(highWaterMark: maxPendingBytes, lowWaterMark: maxPendingBytes / 4)
         configuration.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
 
-        let handler: any ConnectionHandler & Sendable = verbose ? LoggingEchoHandler(logger: logger) : EchoHandler()
+        let echo = EchoHandler()
+        let verbose = verbose
         let server: Server
         do {
             let errorLogger = logger
-            server = try Server(configuration: configuration, errors: { errorLogger.warning("\($0)") }) { _ in handler }
+            server = try Server(configuration: configuration, errors: { errorLogger.warning("\($0)") }) { _ in
+                verbose ? LoggingEchoHandler(logger: errorLogger) : echo as any ConnectionHandler
+            }
             try server.start()
         } catch {
             logger.error("\(error)")

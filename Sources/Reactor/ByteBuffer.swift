@@ -5,37 +5,38 @@
 /// costs no buffer memory. Consumed space at the front is reclaimed by moving
 /// the unread bytes down before the storage grows.
 public struct ByteBuffer: ~Copyable {
+    // 32-bit sizes keep the buffer 20 bytes: it sits in every connection's slot.
     private var storage: UnsafeMutableRawPointer?
-    private var capacity = 0
-    private var readIndex = 0
-    private var writeIndex = 0
+    private var capacity: UInt32 = 0
+    private var readIndex: UInt32 = 0
+    private var writeIndex: UInt32 = 0
 
     public init() {}
 
     deinit { storage?.deallocate() }
 
     /// Bytes appended and not yet consumed.
-    public var count: Int { writeIndex - readIndex }
+    public var count: Int { Int(writeIndex &- readIndex) }
     public var isEmpty: Bool { writeIndex == readIndex }
     /// Bytes of heap this buffer holds right now.
-    public var allocatedBytes: Int { capacity }
+    public var allocatedBytes: Int { Int(capacity) }
 
     /// The unread bytes, valid until the next mutation.
     public var readableBytes: UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: storage.map { $0 + readIndex }, count: count)
+        UnsafeRawBufferPointer(start: storage.map { $0 + Int(readIndex) }, count: count)
     }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         reserveSpace(for: bytes.count)
-        (storage! + writeIndex).copyMemory(from: source, byteCount: bytes.count)
-        writeIndex += bytes.count
+        (storage! + Int(writeIndex)).copyMemory(from: source, byteCount: bytes.count)
+        writeIndex += UInt32(bytes.count)
     }
 
     /// Drops `byteCount` bytes from the front; frees the storage once empty.
     public mutating func consume(_ byteCount: Int) {
         precondition(byteCount >= 0 && byteCount <= count, "consume(\(byteCount)) of \(count) bytes")
-        readIndex += byteCount
+        readIndex += UInt32(byteCount)
         if readIndex == writeIndex { release() }
     }
 
@@ -49,23 +50,24 @@ public struct ByteBuffer: ~Copyable {
     }
 
     private mutating func reserveSpace(for extra: Int) {
-        if writeIndex + extra <= capacity { return }
+        if Int(writeIndex) + extra <= Int(capacity) { return }
         let live = count
-        if live + extra <= capacity, let storage {
+        precondition(live + extra <= Int(UInt32.max / 2), "ByteBuffer over 2 GiB")
+        if live + extra <= Int(capacity), let storage {
             // Enough room overall: slide the unread bytes to the front.
-            storage.copyMemory(from: storage + readIndex, byteCount: live)
+            storage.copyMemory(from: storage + Int(readIndex), byteCount: live)
         } else {
-            var newCapacity = Swift.max(capacity, 1024)
+            var newCapacity = Swift.max(Int(capacity), 1024)
             while newCapacity < live + extra { newCapacity *= 2 }
             let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
             if let storage {
-                grown.copyMemory(from: storage + readIndex, byteCount: live)
+                grown.copyMemory(from: storage + Int(readIndex), byteCount: live)
                 storage.deallocate()
             }
             storage = grown
-            capacity = newCapacity
+            capacity = UInt32(newCapacity)
         }
         readIndex = 0
-        writeIndex = live
+        writeIndex = UInt32(live)
     }
 }

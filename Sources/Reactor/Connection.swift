@@ -16,77 +16,123 @@ public struct Backpressure: Sendable, Equatable {
     }
 }
 
-/// One TCP connection on one loop: reads into the loop's buffer and hands the
-/// bytes to its handler; writes go straight to the socket, and whatever the
-/// socket does not take waits in `output` with EPOLLOUT armed until it drains.
+/// A handle to one TCP connection on one loop: what handlers are given and
+/// keep. Its state lives in the loop's table; the handle is a loop reference
+/// and the connection's epoll token, so it is 16 bytes, free to copy, and
+/// safe to keep after close: once the connection is gone (even if its fd
+/// number is reused) every method sees that and does nothing.
 ///
-/// States: open and reading → (output above the high-water mark) paused →
-/// (drained below the low-water mark) reading again. A FIN from the peer, or
-/// `close()`, ends reading; the connection then closes once output is flushed.
-/// Errors and resets close at once. All on the loop's thread.
-public final class Connection: Channel, @unchecked Sendable {
-    public let handler: any ConnectionHandler
-    let backpressure: Backpressure
-    private var output = ByteBuffer()
-    /// Why reading ended early, if it did: read no more, close once flushed.
-    private enum Finish: UInt8 { case no, peerFinished, closeRequested }
-    private var finish = Finish.no
-    private var finishing: Bool { finish != .no }
-    /// A client connect still under way: its completion shows as writable.
-    fileprivate var connecting = false
-    public fileprivate(set) var isClosed = false
-    /// Set on every read; the idle sweep compares it with the loop's clock.
-    var lastActivity: UInt64
-    let openedAt: UInt64
-    /// Where a connect was headed, for its error message; nil once connected.
-    fileprivate var remoteAddressForErrors: String?
+/// The state machine: open, reading → (output above the high-water mark)
+/// paused → (drained to the low-water mark) reading again. A FIN from the
+/// peer, or `close()`, ends reading; the connection then closes once its
+/// output is flushed. Errors and resets close at once. Use a handle on its
+/// loop's thread only; from elsewhere, `connection.loop.execute { ... }`.
+public struct Connection: Hashable, Sendable {
+    /// Identifies a connection within its loop: generation and fd.
+    public typealias ID = UInt64
 
-    public private(set) var bytesReceived: UInt64 = 0
-    public private(set) var bytesSent: UInt64 = 0
+    public let id: ID
+    /// Unmanaged, not unowned(unsafe): using an unowned reference retains and
+    /// releases it around every call, twice per echoed read (callgrind).
+    /// Loops outlive the use of their connections.
+    private let loopReference: Unmanaged<EventLoop>
 
-    init(fd: Int32, loop: EventLoop, handler: any ConnectionHandler, backpressure: Backpressure) {
-        self.handler = handler
-        self.backpressure = backpressure
-        self.openedAt = loop.now
-        self.lastActivity = loop.now
-        super.init(fd: fd, loop: loop)
+    init(loop: EventLoop, id: ID) {
+        self.loopReference = .passUnretained(loop)
+        self.id = id
     }
 
     /// The loop this connection lives on; `loop.execute` reaches it from other threads.
-    public var eventLoop: EventLoop { loop }
+    public var eventLoop: EventLoop { loopReference.takeUnretainedValue() }
+
+    /// Lends the loop to `body` without retaining it.
+    @inline(__always)
+    private func withLoop<Result>(_ body: (EventLoop) -> Result) -> Result {
+        loopReference._withUnsafeGuaranteedRef(body)
+    }
+
+    public static func == (lhs: Connection, rhs: Connection) -> Bool {
+        lhs.id == rhs.id && lhs.eventLoop === rhs.eventLoop
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(id) }
+
+    /// The socket's file descriptor (for logs; the loop owns it).
+    public var fd: Int32 { Int32(truncatingIfNeeded: id & 0x7FFF_FFFF) }
+
+    /// This connection's slot, or nil once it has closed.
+    @inline(__always)
+    private func slot(on loop: EventLoop) -> UnsafeMutablePointer<ConnectionSlot>? {
+        guard let slot = loop.connections.existingSlot(fd), slot.pointee.token == id else { return nil }
+        return slot
+    }
+
+    @inline(__always)
+    private var slot: UnsafeMutablePointer<ConnectionSlot>? { withLoop { slot(on: $0) } }
+
+    public var isClosed: Bool {
+        guard let slot else { return true }
+        return slot.pointee.phase == .closing
+    }
+
+    /// When the peer last sent something (loop ticks); nil once closed.
+    var lastActivity: UInt32? { slot?.pointee.lastActivity }
+
     /// Bytes written but not yet taken by the kernel.
-    public var pendingOutputBytes: Int { output.count }
+    public var pendingOutputBytes: Int { slot?.pointee.output.count ?? 0 }
+
     /// Whether reading is paused because pending output is above the high-water mark.
-    public var isReadingPaused: Bool { !interest.contains(.readable) && !finishing && !isClosed }
-    /// Nanoseconds since the connection was established.
-    public var age: UInt64 { monotonicNanoseconds() - openedAt }
+    public var isReadingPaused: Bool {
+        guard let slot else { return false }
+        return slot.pointee.phase == .open && slot.pointee.interest & Self.readBits == 0
+    }
+
     public var remoteAddress: SocketAddress? { SocketAddress(of: fd, peer: true) }
     public var localAddress: SocketAddress? { SocketAddress(of: fd, peer: false) }
     /// The MSS agreed in the SYN options of the handshake.
     public var maximumSegmentSize: Int? { Socket.maximumSegmentSize(fd) }
 
+    // A slot's `interest` bits, and the epoll events each stands for.
+    private static let readBits: UInt8 = 1
+    private static let writeBits: UInt8 = 2
+    static let readEvents: Epoll.Events = [.readable, .readHangup]
+    private static func epollEvents(_ bits: UInt8) -> Epoll.Events {
+        var events: Epoll.Events = bits & readBits != 0 ? readEvents : []
+        if bits & writeBits != 0 { events.insert(.writable) }
+        return events
+    }
+
+    /// The interest bits for a connection registered to read only / write only.
+    static let readingInterest = readBits
+    static let connectingInterest = writeBits
+
     // MARK: Writing
 
     /// Sends `bytes`, queueing whatever the socket does not take at once. Never
-    /// drops data; after `close()` or a failure it does nothing.
+    /// drops data; after `close()` or once closed it does nothing.
     public func write(_ bytes: UnsafeRawBufferPointer) {
-        guard !isClosed, let base = bytes.baseAddress, bytes.count > 0 else { return }
-        guard output.isEmpty else {
-            output.append(bytes)
-            return updateInterest()
+        withLoop { write(bytes, on: $0) }
+    }
+
+    @inline(__always)
+    private func write(_ bytes: UnsafeRawBufferPointer, on loop: EventLoop) {
+        guard let slot = slot(on: loop), slot.pointee.phase.acceptsWrites,
+              let base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard slot.pointee.output.isEmpty else {
+            slot.pointee.output.append(bytes)
+            return updateInterest(slot, on: loop)
         }
         switch Socket.send(fd, base, count: bytes.count) {
         case .transferred(let sent):
-            bytesSent &+= UInt64(sent)
             increment(loop.stats.bytesSent, by: UInt64(sent))
             if sent == bytes.count { return }
-            output.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
+            slot.pointee.output.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
         case .wouldBlock, .endOfFile:
-            output.append(bytes)
+            slot.pointee.output.append(bytes)
         case .failed(let code):
-            return close(reason: .failure("send", code: code))
+            return close(slot, reason: .failure("send", code: code), on: loop)
         }
-        updateInterest()
+        updateInterest(slot, on: loop)
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -95,186 +141,162 @@ public final class Connection: Channel, @unchecked Sendable {
 
     /// Closes once all queued output is flushed; reads nothing more.
     public func close() {
-        guard !isClosed, !finishing else { return }
-        finish = .closeRequested
-        if output.isEmpty { close(reason: .local) } else { updateInterest() }
+        withLoop { loop in
+            guard let slot = slot(on: loop), slot.pointee.phase == .open || slot.pointee.phase == .peerFinished else { return }
+            slot.pointee.phase = .closeRequested
+            finishIfFlushed(slot, on: loop)
+        }
     }
 
-    // MARK: Events
+    // MARK: Events (loop thread)
 
-    override func handle(_ events: Epoll.Events) {
-        if connecting { return completeConnect() }
+    /// Called by the loop with the events epoll reported for this connection.
+    @inline(__always)
+    func handle(_ events: Epoll.Events, slot: UnsafeMutablePointer<ConnectionSlot>, tick: UInt32, on loop: EventLoop) {
+        if slot.pointee.phase == .connecting { return completeConnect(slot, on: loop) }
         if events.contains(.error) {
-            return close(reason: .failure("socket", code: Socket.pendingError(fd)))
+            return close(slot, reason: .failure("socket", code: Socket.pendingError(fd)), on: loop)
         }
-        if !output.isEmpty, !events.isDisjoint(with: [.writable, .hangup]) {
-            flush()
-            if isClosed { return }
+        if !slot.pointee.output.isEmpty, !events.isDisjoint(with: [.writable, .hangup]) {
+            flush(slot, on: loop)
+            guard slot.pointee.token == id else { return }
         }
-        if interest.contains(.readable), !events.isDisjoint(with: [.readable, .readHangup, .hangup]) {
-            readAvailable()
+        if slot.pointee.interest & Self.readBits != 0, !events.isDisjoint(with: [.readable, .readHangup, .hangup]) {
+            readAvailable(slot, tick: tick, on: loop)
         }
-    }
-
-    override func loopStopped() { close(reason: .shutdown) }
-
-    /// Answers what the socket already holds, then closes once flushed.
-    override func finishGracefully() {
-        guard !isClosed, !finishing else { return }
-        if connecting { return close(reason: .shutdown) }
-        if interest.contains(.readable) { readAvailable() }
-        guard !isClosed, !finishing else { return }
-        finish = .closeRequested
-        if output.isEmpty { close(reason: .shutdown) } else { updateInterest() }
     }
 
     /// Reads until the socket is drained, the handler's output pauses reading,
     /// or 16 reads have run (so one busy peer cannot starve the others).
-    private func readAvailable() {
+    private func readAvailable(_ slot: UnsafeMutablePointer<ConnectionSlot>, tick: UInt32, on loop: EventLoop) {
         let buffer = loop.readBuffer
         let capacity = EventLoop.readBufferSize
+        slot.pointee.lastActivity = tick
         for _ in 0..<16 {
             switch Socket.receive(fd, into: buffer, count: capacity) {
             case .transferred(let count):
-                bytesReceived &+= UInt64(count)
                 increment(loop.stats.bytesReceived, by: UInt64(count))
-                lastActivity = loop.now
-                handler.connection(self, received: UnsafeRawBufferPointer(start: buffer, count: count))
+                slot.pointee.handler?.connection(self, received: UnsafeRawBufferPointer(start: buffer, count: count))
                 // A short read means the socket is drained: skip the read that would say EAGAIN.
-                if count < capacity || isClosed || !interest.contains(.readable) { return }
+                if count < capacity || slot.pointee.token != id || slot.pointee.interest & Self.readBits == 0 { return }
+                if slot.pointee.phase != .open { return }
             case .wouldBlock:
                 return
             case .endOfFile:
-                return peerFinished()
+                slot.pointee.phase = .peerFinished
+                return finishIfFlushed(slot, on: loop)
             case .failed(let code):
-                return close(reason: .failure("recv", code: code))
+                return close(slot, reason: .failure("recv", code: code), on: loop)
             }
         }
     }
 
-    /// Half-close: the peer will send nothing more, but everything it sent is
-    /// still answered and flushed before the connection closes.
-    private func peerFinished() {
-        finish = .peerFinished
-        if output.isEmpty { close(reason: .peerClosed) } else { updateInterest() }
-    }
-
-    private func flush() {
-        while !output.isEmpty {
-            let pending = output.readableBytes
+    private func flush(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        while !slot.pointee.output.isEmpty {
+            let pending = slot.pointee.output.readableBytes
             switch Socket.send(fd, pending.baseAddress!, count: pending.count) {
             case .transferred(let sent):
-                bytesSent &+= UInt64(sent)
                 increment(loop.stats.bytesSent, by: UInt64(sent))
-                output.consume(sent)
+                slot.pointee.output.consume(sent)
             case .wouldBlock, .endOfFile:
-                return updateInterest()
+                return updateInterest(slot, on: loop)
             case .failed(let code):
-                return close(reason: .failure("send", code: code))
+                return close(slot, reason: .failure("send", code: code), on: loop)
             }
         }
-        if finishing { return close(reason: finish == .peerFinished ? .peerClosed : .local) }
-        updateInterest()
-        handler.connectionDrained(self)
+        if slot.pointee.phase != .open { return finishIfFlushed(slot, on: loop) }
+        updateInterest(slot, on: loop)
+        slot.pointee.handler?.connectionDrained(self)
+    }
+
+    /// A finishing connection closes once its output is gone; until then it
+    /// waits for writability only.
+    private func finishIfFlushed(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        guard slot.pointee.output.isEmpty else { return updateInterest(slot, on: loop) }
+        close(slot, reason: slot.pointee.phase == .peerFinished ? .peerClosed : .local, on: loop)
     }
 
     /// Registers for exactly what the state needs: writable while output is
-    /// pending; readable unless finishing or paused by backpressure.
-    private func updateInterest() {
-        var wanted: Epoll.Events = []
-        if !output.isEmpty { wanted.insert(.writable) }
-        if !finishing {
-            let reading = interest.contains(.readable)
-            let pending = output.count
-            if pending <= backpressure.lowWaterMark || (reading && pending <= backpressure.highWaterMark) {
-                wanted.formUnion([.readable, .readHangup])
+    /// pending; readable while open, unless paused by backpressure. Skips the
+    /// syscall when nothing changes, so steady-state echo makes no epoll_ctl.
+    private func updateInterest(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        let pending = slot.pointee.output.count
+        var wanted: UInt8 = pending > 0 ? Self.writeBits : 0
+        if slot.pointee.phase == .open {
+            let marks = loop.backpressure
+            let reading = slot.pointee.interest & Self.readBits != 0
+            if pending <= marks.lowWaterMark || (reading && pending <= marks.highWaterMark) {
+                wanted |= Self.readBits
             }
         }
+        guard wanted != slot.pointee.interest else { return }
         do {
-            try setInterest(wanted)
+            try loop.epoll.modify(fd, Self.epollEvents(wanted), token: id)
+            slot.pointee.interest = wanted
         } catch {
-            close(reason: .error(error))
+            close(slot, reason: .error(error), on: loop)
         }
     }
 
-    private func completeConnect() {
+    private func completeConnect(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         let code = Socket.pendingError(fd)
         guard code == 0 else {
-            let peer = remoteAddressForErrors ?? "fd \(fd)"
-            return close(reason: .error(SystemError("connect", peer, code: code)))
+            let peer = remoteAddressForErrors(slot, on: loop)
+            return close(slot, reason: .error(SystemError("connect", peer, code: code)), on: loop)
         }
-        connecting = false
-        remoteAddressForErrors = nil
+        slot.pointee.phase = .open
+        loop.connectTargets[id] = nil
         Socket.setNoDelay(fd)
-        updateInterest()
-        if !isClosed { handler.connectionOpened(self) }
+        updateInterest(slot, on: loop)
+        if slot.pointee.token == id { slot.pointee.handler?.connectionOpened(self) }
+    }
+
+    /// Where a failed connect was headed (the loop remembers it until then).
+    private func remoteAddressForErrors(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) -> String {
+        loop.connectTargets[id]?.description ?? "fd \(fd)"
     }
 
     // MARK: Closing
 
-    /// Closes now: releases the fd and any queued output, then tells the handler.
-    func close(reason: CloseReason) {
-        guard !isClosed else { return }
-        isClosed = true
-        output.release()
-        loop.closeAndDeregister(self)
+    /// Answers what the socket already holds, then closes once flushed.
+    func finishGracefully(on loop: EventLoop) {
+        guard let slot = slot(on: loop) else { return }
+        switch slot.pointee.phase {
+        case .connecting:
+            close(slot, reason: .shutdown, on: loop)
+        case .open:
+            readAvailable(slot, tick: slot.pointee.lastActivity, on: loop)
+            guard slot.pointee.token == id, slot.pointee.phase == .open else { return }
+            slot.pointee.phase = .closeRequested
+            if slot.pointee.output.isEmpty { close(slot, reason: .shutdown, on: loop) } else { updateInterest(slot, on: loop) }
+        case .peerFinished, .closeRequested, .closing:
+            return
+        }
+    }
+
+    /// Closes now, whatever is pending.
+    func close(reason: CloseReason, on loop: EventLoop) {
+        guard let slot = slot(on: loop) else { return }
+        close(slot, reason: reason, on: loop)
+    }
+
+    /// Releases the fd and any queued output, tells the handler, frees the slot.
+    private func close(_ slot: UnsafeMutablePointer<ConnectionSlot>, reason: CloseReason, on loop: EventLoop) {
+        guard slot.pointee.phase != .closing else { return }
+        if slot.pointee.phase == .connecting { loop.connectTargets[id] = nil }
+        slot.pointee.phase = .closing
+        slot.pointee.output.release()
+        Glibc.close(fd) // also removes it from the epoll set
         increment(loop.stats.closed)
-        loop.connectionClosedHook?(self)
-        handler.connectionClosed(self, reason: reason)
+        loop.connectionClosed()
+        let handler = slot.pointee.handler
+        slot.pointee.handler = nil
+        handler?.connectionClosed(self, reason: reason)
+        // Free the slot last: the fd number may be reused by the very next accept.
+        if slot.pointee.token == id { slot.pointee.token = 0 }
     }
 }
 
-extension EventLoop {
-    /// Takes over an accepted (or connected) non-blocking socket as a
-    /// connection of this loop, and tells its handler it is open. Loop thread.
-    @discardableResult
-    public func adopt(
-        _ fd: Int32, handler: any ConnectionHandler, backpressure: Backpressure = Backpressure()
-    ) -> Connection? {
-        Socket.setNoDelay(fd)
-        let connection = Connection(fd: fd, loop: self, handler: handler, backpressure: backpressure)
-        do {
-            try register(connection, interest: [.readable, .readHangup])
-        } catch {
-            Glibc.close(fd)
-            handler.connectionClosed(connection, reason: .error(error))
-            return nil
-        }
-        increment(stats.opened)
-        handler.connectionOpened(connection)
-        return connection
-    }
-
-    /// Opens a client connection to `address` without blocking: the handler
-    /// hears `connectionOpened` once the handshake completes, or
-    /// `connectionClosed` with the `connect` error (e.g. Connection refused).
-    /// Loop thread.
-    @discardableResult
-    public func connect(
-        to address: SocketAddress, handler: any ConnectionHandler, backpressure: Backpressure = Backpressure()
-    ) -> Connection? {
-        let fd: Int32
-        let inProgress: Bool
-        do {
-            (fd, inProgress) = try Socket.connect(to: address)
-        } catch {
-            let connection = Connection(fd: -1, loop: self, handler: handler, backpressure: backpressure)
-            connection.isClosed = true
-            handler.connectionClosed(connection, reason: .error(error))
-            return nil
-        }
-        guard inProgress else { return adopt(fd, handler: handler, backpressure: backpressure) }
-        let connection = Connection(fd: fd, loop: self, handler: handler, backpressure: backpressure)
-        connection.connecting = true
-        connection.remoteAddressForErrors = address.description
-        do {
-            try register(connection, interest: [.writable])
-        } catch {
-            Glibc.close(fd)
-            handler.connectionClosed(connection, reason: .error(error))
-            return nil
-        }
-        increment(stats.opened)
-        return connection
-    }
+extension ConnectionPhase {
+    var acceptsWrites: Bool { self == .open || self == .peerFinished }
 }

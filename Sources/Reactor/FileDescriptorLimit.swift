@@ -11,6 +11,13 @@ public enum FileDescriptorLimit {
         return Int(clamping: limit.rlim_cur)
     }
 
+    /// The hard limit: the most the soft limit can be raised to (capped at 2^24).
+    public static var maximum: Int {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        return Int(clamping: min(limit.rlim_max, 1 << 24))
+    }
+
     /// Raises the soft limit to the hard limit (what an unprivileged process
     /// may do) and returns the limit now in force.
     @discardableResult

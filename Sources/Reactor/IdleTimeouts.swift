@@ -6,48 +6,51 @@
 /// closed. Cost: nothing per event, and per tick only the connections filed
 /// there, whatever the total.
 final class IdleTimeouts {
-    let timeout: UInt64
-    private let tick: UInt64
+    /// The timeout and the wheel's tick, in loop ticks (`EventLoop.tick`, about 1 ms).
+    let timeout: UInt32
+    private let tick: UInt32
     private var slots: [[Connection]]
-    private var nextTick: UInt64
+    private var nextTick: UInt32
     private unowned(unsafe) let loop: EventLoop // the loop owns this wheel
 
     init(timeout: Duration, loop: EventLoop) {
-        self.timeout = max(timeout.nanoseconds, 1_000_000)
-        // Eight ticks per timeout, no finer than 10 ms: closes within 1/8 of the timeout late.
-        self.tick = max(self.timeout / 8, 10_000_000)
+        precondition(timeout <= .seconds(86_400 * 7), "idle timeout over a week")
+        self.timeout = max(EventLoop.tick(timeout.nanoseconds), 1)
+        // Eight wheel ticks per timeout, no finer than ~10 ms: closes at most 1/8 of the timeout late.
+        self.tick = max(self.timeout / 8, 10)
         self.slots = Array(repeating: [], count: Int(self.timeout / tick) + 2)
         self.loop = loop
-        self.nextTick = loop.now / tick
+        self.nextTick = EventLoop.tick(monotonicNanoseconds()) / tick
         scheduleSweep()
     }
 
     func track(_ connection: Connection) {
-        file(connection, deadline: connection.lastActivity + timeout, notBefore: nextTick)
+        guard let lastActivity = connection.lastActivity else { return }
+        file(connection, deadline: lastActivity &+ timeout, notBefore: nextTick)
     }
 
-    /// Files into the slot of the deadline's tick, or of `notBefore` if that is
-    /// later (a slot being swept must not receive what it should see again).
-    private func file(_ connection: Connection, deadline: UInt64, notBefore: UInt64) {
+    /// Files into the slot of the deadline's wheel tick, or of `notBefore` if
+    /// that is later (a slot being swept must not receive what it should see again).
+    private func file(_ connection: Connection, deadline: UInt32, notBefore: UInt32) {
         let due = max(deadline / tick, notBefore)
-        slots[Int(due % UInt64(slots.count))].append(connection)
+        slots[Int(due % UInt32(slots.count))].append(connection)
     }
 
     private func scheduleSweep() {
-        let wait = (nextTick + 1) * tick - min(loop.now, (nextTick + 1) * tick)
-        loop.scheduleOnLoop(after: .nanoseconds(Int64(wait))) { [self] in sweep() }
+        loop.scheduleOnLoop(after: .nanoseconds(Int64(tick) << 20)) { [self] in sweep() }
     }
 
     private func sweep() {
-        let now = monotonicNanoseconds()
+        let now = EventLoop.tick(monotonicNanoseconds())
         while nextTick <= now / tick {
-            let index = Int(nextTick % UInt64(slots.count))
+            let index = Int(nextTick % UInt32(slots.count))
             let due = slots[index]
             slots[index] = []
-            for connection in due where !connection.isClosed {
-                let deadline = connection.lastActivity + timeout
+            for connection in due {
+                guard let lastActivity = connection.lastActivity else { continue } // closed
+                let deadline = lastActivity &+ timeout
                 if deadline <= now {
-                    connection.close(reason: .idleTimeout)
+                    connection.close(reason: .idleTimeout, on: loop)
                 } else {
                     file(connection, deadline: deadline, notBefore: nextTick + 1)
                 }

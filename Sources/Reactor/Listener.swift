@@ -1,27 +1,37 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The listening socket on its loop: the front desk that hands each arriving
 /// guest a table. Accepts in batches, and survives running out of fds.
-final class Listener: Channel, @unchecked Sendable {
+final class Listener {
+    let fd: Int32
+    /// The epoll token the loop gave this listener.
+    var token: UInt64 = 0
+    private unowned(unsafe) let loop: EventLoop // the loop owns its listeners
     /// Connections accepted per wake-up at most, so a connection storm cannot
     /// starve the clients already being served on this loop.
-    let acceptBatch: Int
+    private let acceptBatch: Int
     /// Pause after EMFILE/ENFILE before trying again. The waiting connections
     /// stay in the backlog, so nothing is lost, and the loop does not spin on
     /// a listener that stays readable.
     static let outOfDescriptorsPause = Duration.milliseconds(100)
-    /// Receives each accepted fd. Set once, before the loop runs.
-    var admit: (Int32) -> Void
+    /// Receives each accepted fd.
+    private let admit: (Int32) -> Void
     private let reportError: (SystemError) -> Void
-    private(set) var isPaused = false
+    private var isPaused = false
+    private var isClosed = false
 
     init(fd: Int32, loop: EventLoop, acceptBatch: Int,
          admit: @escaping (Int32) -> Void, reportError: @escaping (SystemError) -> Void) {
+        self.fd = fd
+        self.loop = loop
         self.acceptBatch = acceptBatch
         self.admit = admit
         self.reportError = reportError
-        super.init(fd: fd, loop: loop)
     }
 
-    override func handle(_ events: Epoll.Events) {
+    func acceptAvailable() {
         for _ in 0..<acceptBatch {
             switch Socket.accept(from: fd) {
             case .accepted(let connection):
@@ -40,21 +50,18 @@ final class Listener: Channel, @unchecked Sendable {
     }
 
     private func pause() {
-        guard !isPaused, (try? setInterest([])) != nil else { return }
+        guard !isPaused, (try? loop.epoll.modify(fd, [], token: token)) != nil else { return }
         isPaused = true
         loop.scheduleOnLoop(after: Self.outOfDescriptorsPause) { [self] in
             isPaused = false
-            try? setInterest(.readable)
+            if !isClosed { try? loop.epoll.modify(fd, .readable, token: token) }
         }
     }
 
     func close() {
-        loop.closeAndDeregister(self)
+        guard !isClosed else { return }
+        isClosed = true
+        loop.deregister(self)
+        Glibc.close(fd)
     }
-
-    override func loopStopped() { close() }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

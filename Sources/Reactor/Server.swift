@@ -35,7 +35,7 @@ public final class Server: Sendable {
     /// Where the server listens; with port 0, the port the kernel chose.
     public let localAddress: SocketAddress
     public let loops: [EventLoop]
-    private let listener: Listener
+    private let listenFD: Int32
     private let openConnections = Atomic<Int>(0)
     private let threads = Mutex<[LoopThread]>([])
     private let makeHandler: @Sendable (EventLoop) -> any ConnectionHandler
@@ -59,25 +59,32 @@ public final class Server: Sendable {
         self.makeHandler = makeHandler
         self.errors = errors
         var loops: [EventLoop] = []
-        for _ in 0..<configuration.loops { loops.append(try EventLoop()) }
+        for _ in 0..<configuration.loops { loops.append(try EventLoop(backpressure: configuration.backpressure)) }
         self.loops = loops
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
         let fd = try Socket.listen(on: address, backlog: configuration.backlog)
         localAddress = SocketAddress(of: fd, peer: false) ?? address
-        listener = Listener(fd: fd, loop: loops[0], acceptBatch: configuration.acceptBatch, admit: { _ in }, reportError: errors)
-        try loops[0].register(listener, interest: .readable)
+        listenFD = fd
     }
 
     /// Starts every loop on its own thread.
     public func start() throws {
-        // The listener's callbacks need self, which exists only now.
-        listener.admit = { [self] fd in admit(fd) }
+        loops[0].execute { [self] in
+            let listener = Listener(
+                fd: listenFD, loop: loops[0], acceptBatch: configuration.acceptBatch,
+                admit: { [self] fd in admit(fd) }, reportError: errors)
+            do throws(SystemError) {
+                try loops[0].register(listener)
+            } catch {
+                errors(error)
+            }
+        }
         for (index, loop) in loops.enumerated() {
             if let timeout = configuration.idleTimeout {
                 loop.execute { loop.idleTimeouts = IdleTimeouts(timeout: timeout, loop: loop) }
             }
             loop.execute { [self] in
-                loop.connectionClosedHook = { [self] _ in openConnections.subtract(1, ordering: .relaxed) }
+                loop.connectionClosedHook = { [self] in openConnections.subtract(1, ordering: .relaxed) }
             }
             let thread = try LoopThread(name: "reactor-\(index)") { loop.run() }
             threads.withLock { $0.append(thread) }
@@ -103,11 +110,10 @@ public final class Server: Sendable {
     }
 
     private func adopt(_ fd: Int32, on loop: EventLoop) {
-        guard let connection = loop.adopt(fd, handler: makeHandler(loop), backpressure: configuration.backpressure) else {
-            openConnections.subtract(1, ordering: .relaxed)
-            return
-        }
-        if !connection.isClosed { loop.idleTimeouts?.track(connection) }
+        // A connection that fails to register is closed at once, and the
+        // closed hook already gave its place back.
+        guard let connection = loop.adopt(fd, handler: makeHandler(loop)) else { return }
+        loop.idleTimeouts?.track(connection)
     }
 
     /// Totals over all loops. Any thread.
@@ -122,7 +128,6 @@ public final class Server: Sendable {
     /// flush its output, then closes it; whatever is still open after
     /// `gracePeriod` is closed regardless. Any thread; `wait()` returns after.
     public func shutdown(gracePeriod: Duration = .seconds(5)) {
-        loops[0].execute { [listener] in listener.close() }
         for loop in loops {
             loop.execute {
                 loop.closeGracefully()

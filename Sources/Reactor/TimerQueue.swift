@@ -35,14 +35,22 @@ struct TimerQueue {
         if tasks.isEmpty { heap.removeAll(keepingCapacity: true) }
     }
 
-    /// Milliseconds until the earliest live deadline: -1 when none, 0 when due.
-    mutating func timeoutMilliseconds(now: UInt64) -> Int32 {
-        dropCancelledTop()
+    /// Milliseconds until the earliest deadline: -1 when none, 0 when due. A
+    /// cancelled entry may cause one early wake-up; that is cheaper than a
+    /// hash lookup on every loop iteration.
+    func timeoutMilliseconds(now: UInt64) -> Int32 {
         guard let first = heap.first else { return -1 }
         if first.deadline <= now { return 0 }
         // Round up so a wake-up never comes a little early and spins.
         let milliseconds = (first.deadline - now + 999_999) / 1_000_000
         return Int32(clamping: milliseconds)
+    }
+
+    /// Whether the earliest entry is due (it may be a cancelled one).
+    @inline(__always)
+    func hasDue(now: UInt64) -> Bool {
+        guard let first = heap.first else { return false }
+        return first.deadline <= now
     }
 
     /// Removes and returns the next task due at `now`, if any.

@@ -49,7 +49,7 @@ struct EventLoopTests {
         let thread = try LoopThread(name: "test-loop") { loop.run() }
         loop.stop()
         thread.join()
-        #expect(loop.registeredCount == 0)
+        #expect(loop.connectionCount == 0)
     }
 
     @Test func connectToClosedPortReportsConnectionRefused() throws {

@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension EventLoop {
+    /// Takes over an accepted non-blocking socket as a connection of this
+    /// loop and tells its handler it is open. Loop thread. On failure the fd
+    /// is closed and the handler hears `connectionClosed` with the error.
+    @discardableResult
+    public func adopt(_ fd: Int32, handler: any ConnectionHandler) -> Connection? {
+        Socket.setNoDelay(fd)
+        do {
+            let (connection, slot) = try register(connectionFD: fd, handler: handler, phase: .open)
+            handler.connectionOpened(connection)
+            return slot.pointee.token == connection.id ? connection : nil
+        } catch {
+            close(fd)
+            connectionClosedHook?()
+            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            return nil
+        }
+    }
+
+    /// Opens a client connection to `address` without blocking: the handler
+    /// hears `connectionOpened` once the handshake completes, or
+    /// `connectionClosed` with the `connect` error (e.g. `connect
+    /// 127.0.0.1:7777: Connection refused`). Loop thread.
+    @discardableResult
+    public func connect(to address: SocketAddress, handler: any ConnectionHandler) -> Connection? {
+        let fd: Int32
+        let inProgress: Bool
+        do {
+            (fd, inProgress) = try Socket.connect(to: address)
+        } catch {
+            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            return nil
+        }
+        guard inProgress else { return adopt(fd, handler: handler) }
+        do {
+            let (connection, _) = try register(connectionFD: fd, handler: handler, phase: .connecting)
+            connectTargets[connection.id] = address
+            return connection
+        } catch {
+            close(fd)
+            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            return nil
+        }
+    }
+}
