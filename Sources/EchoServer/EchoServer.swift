@@ -53,8 +53,8 @@ struct EchoServer: ParsableCommand {
         var logger = Logger(label: "echo-server")
         logger.logLevel = verbose ? .debug : .info
         FileDescriptorLimit.raiseToMaximum()
-        // Signals are taken by sigwait below, never by a loop thread: block them
-        // before any thread starts so every thread inherits the mask.
+        // Signals arrive through a signalfd on loop 0: block them before any
+        // thread starts so that no thread takes them the default way.
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
@@ -72,33 +72,28 @@ struct EchoServer: ParsableCommand {
 
         let echo = EchoHandler()
         let verbose = verbose
+        let eventLogger = logger
         let server: Server
         do {
-            let errorLogger = logger
-            server = try Server(configuration: configuration, errors: { errorLogger.warning("\($0)") }) { _ in
-                verbose ? LoggingEchoHandler(logger: errorLogger) : echo as any ConnectionHandler
+            server = try Server(configuration: configuration, errors: { eventLogger.warning("\($0)") }) { _ in
+                verbose ? LoggingEchoHandler(logger: eventLogger) : echo as any ConnectionHandler
             }
-            try server.start()
+            let gracePeriod = Duration.seconds(shutdownTimeout)
+            var signalsSeen = 0
+            try server.loops[0].watchSignals([SIGINT, SIGTERM]) { signal in
+                signalsSeen += 1
+                if signalsSeen > 1 { _exit(130) }
+                eventLogger.info("signal \(signal): stopping (a second one exits at once)")
+                server.shutdown(gracePeriod: gracePeriod)
+            }
+            print("echo-server listening on \(server.localAddress) (loops \(loops), pid \(getpid()))")
+            fflush(nil) // stdout may be a pipe: the listening line must go out now
+            if statsInterval > 0 { StatisticsReporter(server: server, interval: .seconds(statsInterval), logger: logger).start() }
+            try server.run()
         } catch {
             logger.error("\(error)")
             throw ExitCode.failure
         }
-        print("echo-server listening on \(server.localAddress) (loops \(loops), pid \(getpid()))")
-        fflush(nil) // stdout may be a pipe: the listening line must go out now
-        if statsInterval > 0 { StatisticsReporter(server: server, interval: .seconds(statsInterval), logger: logger).start() }
-
-        var received: Int32 = 0
-        sigwait(&signals, &received)
-        logger.info("signal \(received): stopping (a second one exits at once)")
-        let stopSignals = signals
-        _ = try LoopThread(name: "second-signal") {
-            var signals = stopSignals
-            var received: Int32 = 0
-            sigwait(&signals, &received)
-            _exit(130)
-        }
-        server.shutdown(gracePeriod: .seconds(shutdownTimeout))
-        server.wait()
         let totals = server.statistics
         logger.info("stopped: \(totals.opened) accepted, \(totals.refused) refused, \(totals.bytesReceived) B in, \(totals.bytesSent) B out")
     }

@@ -32,7 +32,7 @@ public final class EventLoop: @unchecked Sendable {
     public let stats = LoopStatistics()
 
     private let batch = Epoll.EventBatch(capacity: 256)
-    @exclusivity(unchecked) private var listeners: [Int32: Listener] = [:]
+    @exclusivity(unchecked) private var sources: [Int32: any EventSource] = [:]
     @exclusivity(unchecked) private var generation: UInt32 = 0
     @exclusivity(unchecked) private var timers = TimerQueue()
     @exclusivity(unchecked) private var running = false
@@ -78,9 +78,9 @@ public final class EventLoop: @unchecked Sendable {
         readBuffer.deallocate()
     }
 
-    /// Token bits: generation (high 32) | listener flag (bit 31) | fd (low 31).
+    /// Token bits: generation (high 32) | event-source flag (bit 31) | fd (low 31).
     private static let wakeToken = UInt64.max
-    private static let listenerFlag: UInt64 = 1 << 31
+    private static let sourceFlag: UInt64 = 1 << 31
 
     /// A loop tick is 2^20 ns (about 1 ms): what a connection's last activity is kept in.
     static func tick(_ nanoseconds: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: nanoseconds >> 20) }
@@ -102,7 +102,8 @@ public final class EventLoop: @unchecked Sendable {
         while running {
             let count: Int
             do {
-                let timeout = timers.isEmpty ? -1 : timers.timeoutMilliseconds(now: monotonicNanoseconds())
+                let deadline = timers.earliestDeadline
+                let timeout = deadline == .max ? -1 : TimerQueue.timeoutMilliseconds(until: deadline, now: monotonicNanoseconds())
                 count = try epoll.wait(into: batch, timeoutMilliseconds: timeout)
             } catch {
                 fatalError("\(error)") // only EBADF/EFAULT/EINVAL: a bug, not a condition
@@ -113,16 +114,16 @@ public final class EventLoop: @unchecked Sendable {
             for index in 0..<count {
                 dispatch(token: batch.token(at: index), events: batch.events(at: index), tick: tick)
             }
-            if timers.hasDue(now: now) { runDueTimers() }
+            if timers.earliestDeadline <= now { runDueTimers() }
         }
         connections.forEachOpen { Connection(loop: self, id: $0).close(reason: .shutdown, on: self) }
-        for listener in listeners.values { listener.close() }
+        for source in sources.values { source.close() }
         ownerThread = nil
     }
 
     @inline(__always)
     private func dispatch(token: UInt64, events: Epoll.Events, tick: UInt32) {
-        if token & Self.listenerFlag == 0 {
+        if token & Self.sourceFlag == 0 {
             let fd = Int32(truncatingIfNeeded: token & 0x7FFF_FFFF)
             // A token that no longer matches is stale: that connection closed
             // earlier in this batch, and its fd may already serve another.
@@ -130,8 +131,8 @@ public final class EventLoop: @unchecked Sendable {
             Connection(loop: self, id: token).handle(events, slot: slot, tick: tick, on: self)
         } else if token == Self.wakeToken {
             runTasks()
-        } else if let listener = listeners[Int32(truncatingIfNeeded: token & 0x7FFF_FFFF)], listener.token == token {
-            listener.acceptAvailable()
+        } else if let source = sources[Int32(truncatingIfNeeded: token & 0x7FFF_FFFF)], source.token == token {
+            source.handleReadable()
         }
     }
 
@@ -236,21 +237,21 @@ public final class EventLoop: @unchecked Sendable {
         if stopWhenEmpty && connectionCount == 0 { running = false }
     }
 
-    func register(_ listener: Listener) throws(SystemError) {
-        listener.token = nextToken(for: listener.fd) | Self.listenerFlag
-        try epoll.add(listener.fd, .readable, token: listener.token)
-        listeners[listener.fd] = listener
+    func register(_ source: any EventSource) throws(SystemError) {
+        source.token = nextToken(for: source.fd) | Self.sourceFlag
+        try epoll.add(source.fd, .readable, token: source.token)
+        sources[source.fd] = source
     }
 
-    func deregister(_ listener: Listener) {
-        listeners[listener.fd] = nil
+    func deregister(_ source: any EventSource) {
+        sources[source.fd] = nil
     }
 
     /// Finishes everything: listeners close, connections answer what they have
     /// read, flush and close. The loop stops when no connection is left.
     func closeGracefully() {
         stopWhenEmpty = true
-        for listener in listeners.values { listener.close() }
+        for case let listener as Listener in sources.values { listener.close() }
         connections.forEachOpen { Connection(loop: self, id: $0).finishGracefully(on: self) }
         if connectionCount == 0 { running = false }
     }

@@ -4,7 +4,7 @@ import Glibc
 
 /// The listening socket on its loop: the front desk that hands each arriving
 /// guest a table. Accepts in batches, and survives running out of fds.
-final class Listener {
+final class Listener: EventSource {
     let fd: Int32
     /// The epoll token the loop gave this listener.
     var token: UInt64 = 0
@@ -31,7 +31,7 @@ final class Listener {
         self.reportError = reportError
     }
 
-    func acceptAvailable() {
+    func handleReadable() {
         for _ in 0..<acceptBatch {
             switch Socket.accept(from: fd) {
             case .accepted(let connection):

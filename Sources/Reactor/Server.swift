@@ -69,6 +69,21 @@ public final class Server: Sendable {
 
     /// Starts every loop on its own thread.
     public func start() throws {
+        try start(onCurrentThread: false)
+    }
+
+    /// Serves with loop 0 on the calling thread (the others on threads of
+    /// their own) until the server has shut down and every loop stopped.
+    /// With one loop the process stays single-threaded, which spares glibc's
+    /// cancellation bookkeeping on every recv and send (callgrind: about a
+    /// fifth of the instructions per echoed message).
+    public func run() throws {
+        try start(onCurrentThread: true)
+        loops[0].run()
+        wait()
+    }
+
+    private func start(onCurrentThread: Bool) throws {
         loops[0].execute { [self] in
             let listener = Listener(
                 fd: listenFD, loop: loops[0], acceptBatch: configuration.acceptBatch,
@@ -86,6 +101,7 @@ public final class Server: Sendable {
             loop.execute { [self] in
                 loop.connectionClosedHook = { [self] in openConnections.subtract(1, ordering: .relaxed) }
             }
+            if index == 0 && onCurrentThread { continue }
             let thread = try LoopThread(name: "reactor-\(index)") { loop.run() }
             threads.withLock { $0.append(thread) }
         }

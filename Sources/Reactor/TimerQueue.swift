@@ -21,36 +21,34 @@ struct TimerQueue {
 
     private var heap: [Entry] = []
     private var tasks: [UInt64: () -> Void] = [:]
-
-    var isEmpty: Bool { tasks.isEmpty }
+    /// The heap's earliest deadline (perhaps of a cancelled task); UInt64.max
+    /// when empty. A stored integer, so the loop checks it every iteration
+    /// without touching (and reference counting) the collections.
+    private(set) var earliestDeadline = UInt64.max
 
     mutating func insert(deadline: UInt64, id: UInt64, _ task: @escaping () -> Void) {
         tasks[id] = task
         heap.append(Entry(deadline: deadline, id: id))
         siftUp(heap.count - 1)
+        earliestDeadline = heap[0].deadline
     }
 
     mutating func cancel(_ id: UInt64) {
         tasks[id] = nil
-        if tasks.isEmpty { heap.removeAll(keepingCapacity: true) }
+        if tasks.isEmpty {
+            heap.removeAll(keepingCapacity: true)
+            earliestDeadline = .max
+        }
     }
 
-    /// Milliseconds until the earliest deadline: -1 when none, 0 when due. A
-    /// cancelled entry may cause one early wake-up; that is cheaper than a
+    /// Milliseconds until `deadline` for epoll_wait: -1 for none, 0 when due.
+    /// A cancelled entry may cause one early wake-up; that is cheaper than a
     /// hash lookup on every loop iteration.
-    func timeoutMilliseconds(now: UInt64) -> Int32 {
-        guard let first = heap.first else { return -1 }
-        if first.deadline <= now { return 0 }
+    static func timeoutMilliseconds(until deadline: UInt64, now: UInt64) -> Int32 {
+        if deadline == .max { return -1 }
+        if deadline <= now { return 0 }
         // Round up so a wake-up never comes a little early and spins.
-        let milliseconds = (first.deadline - now + 999_999) / 1_000_000
-        return Int32(clamping: milliseconds)
-    }
-
-    /// Whether the earliest entry is due (it may be a cancelled one).
-    @inline(__always)
-    func hasDue(now: UInt64) -> Bool {
-        guard let first = heap.first else { return false }
-        return first.deadline <= now
+        return Int32(clamping: (deadline - now + 999_999) / 1_000_000)
     }
 
     /// Removes and returns the next task due at `now`, if any.
@@ -67,6 +65,7 @@ struct TimerQueue {
 
     private mutating func removeTop() {
         let last = heap.removeLast()
+        defer { earliestDeadline = heap.first?.deadline ?? .max }
         guard !heap.isEmpty else { return }
         heap[0] = last
         siftDown(0)

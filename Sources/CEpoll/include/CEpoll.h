@@ -25,6 +25,8 @@ static const int CEPOLL_CTL_DEL = EPOLL_CTL_DEL;
 static const int CEPOLL_CLOEXEC = EPOLL_CLOEXEC;
 static const int CEFD_NONBLOCK = EFD_NONBLOCK;
 static const int CEFD_CLOEXEC = EFD_CLOEXEC;
+static const int CSFD_NONBLOCK = SFD_NONBLOCK;
+static const int CSFD_CLOEXEC = SFD_CLOEXEC;
 static const int CSOCK_NONBLOCK = SOCK_NONBLOCK;
 static const int CSOCK_CLOEXEC = SOCK_CLOEXEC;
 

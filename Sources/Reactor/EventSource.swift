@@ -1,0 +1,10 @@
+/// An fd a loop watches for readability other than a connection: a listener,
+/// a signalfd. Rare events, so they are found through a dictionary; the
+/// per-message path only ever sees the connection table.
+protocol EventSource: AnyObject {
+    var fd: Int32 { get }
+    /// The epoll token the loop gave this source.
+    var token: UInt64 { get set }
+    func handleReadable()
+    func close()
+}
