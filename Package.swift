@@ -6,11 +6,13 @@ let package = Package(
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
+        .executable(name: "dummy-client", targets: ["DummyClient"]),
     ],
     dependencies: [
         // Executables only: the Reactor library depends on nothing but CEpoll and the toolchain.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -35,6 +37,14 @@ let package = Package(
             dependencies: ["Reactor"],
             path: "Tests/TestSupport"
         ),
+        .executableTarget(
+            name: "DummyClient",
+            dependencies: [
+                "Reactor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         .testTarget(
             name: "ReactorTests",
             dependencies: ["Reactor", "TestSupport"]
@@ -42,6 +52,12 @@ let package = Package(
         .testTarget(
             name: "EchoServerTests",
             dependencies: ["Reactor", "TestSupport"]
+        ),
+        .testTarget(
+            name: "DummyClientTests",
+            // Runs the built dummy-client binary (`swift test` builds every product
+            // first) against in-process servers, and unit-tests its pure parts.
+            dependencies: ["Reactor", "DummyClient"]
         ),
     ],
     swiftLanguageModes: [.v6]

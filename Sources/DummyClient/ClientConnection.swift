@@ -1,0 +1,298 @@
+import Reactor
+
+/// One client connection's state machine, on its loop's thread:
+///
+///     idle → connecting → open → finishing → closed
+///
+/// Open, it sends units (a round of `burst` messages, or one stream chunk)
+/// taken straight from the shared `Pattern`, and verifies every echoed byte
+/// against the same pattern at the same stream offset with one `memcmp`. A
+/// unit is done when its last byte has come back; its latency is then
+/// recorded. Finishing, it sends nothing more, waits for what is still in
+/// flight, and closes. Nothing here allocates per round.
+final class ClientConnection: ConnectionHandler {
+    enum State: UInt8 { case idle, connecting, open, finishing, closed }
+
+    let id: Int
+    /// The worker owns its clients and outlives them (both live as long as the run).
+    private unowned(unsafe) let worker: LoopWorker
+    private let pattern: Pattern
+    private let phase: Int
+    private let mode: LoadMode
+    private let unitBytes: UInt64
+    private let writeSize: Int
+    private let size: Int
+
+    private(set) var state = State.idle
+    private var connection: Connection?
+    private var connectStartedAt: UInt64 = 0
+    private var openedOnce = false
+
+    /// Stream offsets: bytes handed to `write`, and bytes echoed (and verified).
+    private(set) var sentBytes: UInt64 = 0
+    private(set) var echoedBytes: UInt64 = 0
+    private(set) var unitsSent: UInt64 = 0
+    private(set) var unitsEchoed: UInt64 = 0
+    /// The last unit a mismatch was counted for, so a unit counts once.
+    private var lastBadUnit = UInt64.max
+
+    /// Closed loop: when the unit in flight was sent.
+    private var unitStartedAt: UInt64 = 0
+    /// Open loop: the intended send time of unit 0, and units due so far.
+    private var firstIntendedAt: UInt64 = 0
+    private var unitsIntended: UInt64 = 0
+    /// Stream mode: send time of each chunk in flight, a ring indexed by chunk number.
+    private var sendTimes: UnsafeMutablePointer<UInt64>?
+    private var sendTimesCapacity = 0
+    private let window: UInt64
+
+    init(id: Int, worker: LoopWorker) {
+        self.id = id
+        self.worker = worker
+        let configuration = worker.configuration
+        pattern = worker.pattern
+        phase = worker.pattern.phase(for: id)
+        mode = configuration.mode
+        unitBytes = UInt64(configuration.unitBytes)
+        writeSize = configuration.writeSize
+        size = configuration.size
+        window = UInt64(configuration.window)
+    }
+
+    deinit { sendTimes?.deallocate() }
+
+    /// Bytes sent whose echo has not come back yet.
+    var outstandingBytes: UInt64 { sentBytes - echoedBytes }
+
+    // MARK: Connecting
+
+    func connect(to address: SocketAddress) {
+        guard state == .idle else { return }
+        state = .connecting
+        connectStartedAt = monotonicNanoseconds()
+        let opened = worker.loop.connect(to: address, handler: self)
+        // connect may already have opened (or failed and closed) the connection.
+        if state == .connecting { connection = opened }
+    }
+
+    /// The client's loops never stop reading: stopping while its own writes
+    /// are stuck would deadlock against a server that does the same.
+    static let alwaysRead = Backpressure(highWaterMark: .max, lowWaterMark: .max)
+
+    func connectionOpened(_ connection: Connection) {
+        let now = monotonicNanoseconds()
+        self.connection = connection
+        openedOnce = true
+        worker.connected(after: now - connectStartedAt)
+        if state == .finishing { return connection.close() } // the run ended while it was connecting
+        state = .open
+        switch mode {
+        case .closed: sendRound(at: now)
+        case .open: break // the pacer calls `roundDue` at each intended send time
+        case .stream:
+            sendTimesCapacity = Int(window / UInt64(size)) + 1
+            sendTimes = .allocate(capacity: sendTimesCapacity)
+            fillWindow(at: now)
+        }
+    }
+
+    // MARK: Sending
+
+    /// Closed loop (and ping): sends the next round now.
+    func sendRound(at now: UInt64) {
+        guard state == .open, let connection else { return }
+        unitStartedAt = now
+        writeUnit(connection, at: now)
+    }
+
+    /// Writes one unit: `burst` writes of one message, or one write with `--coalesce`.
+    @inline(__always)
+    private func writeUnit(_ connection: Connection, at now: UInt64) {
+        var remaining = Int(unitBytes)
+        while remaining > 0 {
+            let count = min(remaining, writeSize)
+            connection.write(pattern.bytes(phase: phase, offset: sentBytes, count: count))
+            sentBytes &+= UInt64(count)
+            remaining -= count
+        }
+        unitsSent &+= 1
+        worker.sent(Int(unitBytes), at: now)
+    }
+
+    /// Open loop: the pacer says a round of this connection was due at `intendedAt`.
+    @inline(__always)
+    func roundDue(intendedAt: UInt64, now: UInt64) {
+        guard state == .open else { return }
+        if unitsIntended == 0 { firstIntendedAt = intendedAt }
+        unitsIntended &+= 1
+        sendDueRounds(at: now)
+    }
+
+    /// Open loop: sends every round that is due, unless too much output is
+    /// queued already; those go out later, still timed from their intended time.
+    @inline(__always)
+    private func sendDueRounds(at now: UInt64) {
+        guard state == .open, let connection else { return }
+        let limit = worker.configuration.maxPendingOutput
+        while unitsSent < unitsIntended, connection.pendingOutputBytes <= limit, !connection.isClosed {
+            let intendedAt = firstIntendedAt &+ unitsSent &* worker.configuration.roundPeriod
+            worker.sendLag(now >= intendedAt ? now - intendedAt : 0, at: now)
+            writeUnit(connection, at: now)
+        }
+    }
+
+    /// Stream mode: tops the bytes in flight up to the window, in whole chunks.
+    @inline(__always)
+    private func fillWindow(at now: UInt64) {
+        guard state == .open, let connection, let sendTimes else { return }
+        let chunk = UInt64(size)
+        let room = (window - outstandingBytes) / chunk
+        guard room > 0 else { return }
+        let chunks = worker.configuration.coalesce ? room : 1
+        var remaining = worker.configuration.coalesce ? Int(room * chunk) : Int(chunk)
+        var written = 0
+        while true {
+            while remaining > 0 {
+                let count = min(remaining, Pattern.slack)
+                connection.write(pattern.bytes(phase: phase, offset: sentBytes, count: count))
+                sentBytes &+= UInt64(count)
+                remaining -= count
+            }
+            for _ in 0..<chunks {
+                sendTimes[Int(unitsSent % UInt64(sendTimesCapacity))] = now
+                unitsSent &+= 1
+            }
+            written += Int(chunks * chunk)
+            if connection.isClosed || (window - outstandingBytes) < chunk { break }
+            remaining = Int(chunk) // one message per write: next chunk
+        }
+        worker.sent(written, at: now)
+    }
+
+    func connectionDrained(_ connection: Connection) {
+        if mode == .open { sendDueRounds(at: monotonicNanoseconds()) }
+    }
+
+    // MARK: Receiving
+
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+        let now = monotonicNanoseconds()
+        var bytes = bytes
+        let expected = outstandingBytes
+        if UInt64(bytes.count) > expected {
+            // More came back than was sent: no echo does that.
+            worker.noteMismatch("connection \(id): \(UInt64(bytes.count) - expected) B arrived that were never sent")
+            if lastBadUnit != unitsSent { lastBadUnit = unitsSent; worker.countMismatch() }
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[..<Int(expected)])
+            if bytes.isEmpty { return }
+        }
+        if !pattern.matches(bytes, phase: phase, offset: echoedBytes) { countMismatches(in: bytes) }
+        echoedBytes &+= UInt64(bytes.count)
+        worker.echoed(bytes.count, at: now)
+        while echoedBytes >= (unitsEchoed &+ 1) &* unitBytes { completeUnit(at: now) }
+        switch mode {
+        case .closed: break
+        case .open:
+            worker.pacer?.poll(now: now) // send what fell due meanwhile, without waiting for the timer
+            sendDueRounds(at: now)
+        case .stream: fillWindow(at: now)
+        }
+        if state == .finishing, outstandingBytes == 0 { connection.close() }
+    }
+
+    @inline(__always)
+    private func completeUnit(at now: UInt64) {
+        let startedAt: UInt64
+        switch mode {
+        case .closed: startedAt = unitStartedAt
+        case .open: startedAt = firstIntendedAt &+ unitsEchoed &* worker.configuration.roundPeriod
+        case .stream: startedAt = sendTimes![Int(unitsEchoed % UInt64(sendTimesCapacity))]
+        }
+        unitsEchoed &+= 1
+        let latency = now >= startedAt ? now - startedAt : 0
+        worker.unitCompleted(latency: latency, at: now)
+        guard mode == .closed, state == .open else { return }
+        if let ping = worker.ping {
+            ping.roundCompleted(self, number: unitsEchoed, bytes: unitBytes, latency: latency,
+                                mismatched: lastBadUnit == unitsEchoed &- 1, at: now)
+        } else {
+            sendRound(at: now)
+        }
+    }
+
+    /// Error path: finds which units of this read differ, counts each once,
+    /// and describes the first difference.
+    private func countMismatches(in bytes: UnsafeRawBufferPointer) {
+        var done = 0
+        while done < bytes.count {
+            let offset = echoedBytes &+ UInt64(done)
+            let unit = offset / unitBytes
+            let run = min(bytes.count - done, Int((unit &+ 1) &* unitBytes - offset))
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + run)])
+            if let (index, expectedByte) = pattern.firstMismatch(in: piece, phase: phase, offset: offset) {
+                if unit != lastBadUnit {
+                    lastBadUnit = unit
+                    worker.countMismatch()
+                }
+                let at = offset &+ UInt64(index)
+                let inUnit = at % unitBytes
+                worker.noteMismatch("""
+                    connection \(id): echoed byte \(at) (\(mode == .stream ? "chunk" : "round") \(unit + 1), \
+                    message \(inUnit / UInt64(size) + 1), byte \(inUnit % UInt64(size))) is \
+                    \(hex(piece[index])), sent \(hex(expectedByte))
+                    """)
+            }
+            done += run
+        }
+    }
+
+    private func hex(_ byte: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return "0x\(digits[Int(byte >> 4)])\(digits[Int(byte & 15)])"
+    }
+
+    // MARK: Finishing
+
+    /// Sends nothing more; closes once every echo is back (at once if none is
+    /// outstanding). A connect still under way is abandoned.
+    func finish() {
+        switch state {
+        case .idle:
+            state = .closed
+            worker.clientEnded()
+        case .connecting:
+            state = .finishing // a connect cannot be cancelled: closed as soon as it completes
+        case .open:
+            state = .finishing
+            if outstandingBytes == 0 { connection?.close() }
+        case .finishing, .closed:
+            break
+        }
+    }
+
+    func connectionClosed(_ connection: Connection, reason: CloseReason) {
+        let previous = state
+        state = .closed
+        self.connection = nil // sendTimes stays until deinit: a write that failed may be unwinding through fillWindow
+        defer { worker.clientEnded() }
+        if previous == .connecting || (previous == .finishing && !openedOnce) {
+            let message = previous == .finishing
+                ? "connect \(worker.configuration.address): not established before the end of the run"
+                : "\(reason)"
+            worker.connectFailed(message)
+            return
+        }
+        worker.disconnected()
+        switch reason {
+        case .local:
+            break
+        case .shutdown:
+            if outstandingBytes > 0 { worker.unfinished() }
+        case .reset:
+            worker.countReset("connection \(id): reset by peer with \(outstandingBytes) B of echo outstanding")
+        case .peerClosed, .idleTimeout, .error:
+            if previous == .finishing, outstandingBytes == 0 { break }
+            worker.countShortEcho("connection \(id): \(reason) with \(outstandingBytes) B of echo outstanding")
+        }
+    }
+}

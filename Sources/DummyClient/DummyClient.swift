@@ -1,0 +1,192 @@
+import ArgumentParser
+import Reactor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct DummyClient: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dummy-client",
+        abstract: "A verifying load generator for TCP echo servers, on the Reactor event loop.",
+        discussion: """
+            Every echoed byte is compared with what was sent. Exit status: 0 when everything \
+            verified, 1 on any mismatch, short echo, reset or connect failure, 64 for bad flags.
+            """,
+        subcommands: [Ping.self, Flood.self],
+        defaultSubcommand: Ping.self)
+}
+
+/// Where to connect and what one round is: shared by both modes.
+struct TrafficOptions: ParsableArguments {
+    @Option(help: "Echo server address: numeric IPv4/IPv6 or a name such as localhost.")
+    var host = "127.0.0.1"
+    @Option(help: "Echo server port (1-65535).")
+    var port = 7777
+    @Option(help: "Bytes per message (1-1048576).")
+    var size = 100
+    @Option(help: "Messages per round, sent back to back (1-100000; at most 64 MiB per round).")
+    var burst = 10
+    @Flag(help: "Write each round with one send instead of --burst sends (same bytes on the wire, fewer syscalls).")
+    var coalesce = false
+
+    func validate() throws {
+        try check("--port", port, 1...65535)
+        try check("--size", size, 1...(1 << 20))
+        try check("--burst", burst, 1...100_000)
+        if size * burst > 64 << 20 {
+            throw ValidationError("--burst \(burst) x --size \(size) is over 64 MiB per round: --burst must be in 1...\((64 << 20) / size)")
+        }
+        _ = try address()
+    }
+
+    func address() throws -> SocketAddress {
+        do {
+            return try SocketAddress(host: host, port: UInt16(port))
+        } catch {
+            throw ValidationError("--host: \(error)")
+        }
+    }
+}
+
+/// Throws the flag's name and its allowed range when `value` is outside it.
+func check<Value: Comparable>(_ flag: String, _ value: Value, _ range: ClosedRange<Value>) throws {
+    guard range.contains(value) else {
+        throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound) (got \(value))")
+    }
+}
+
+func nanoseconds(_ seconds: Double) -> UInt64 { UInt64((seconds * 1e9).rounded()) }
+
+struct Ping: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One connection: send a round, wait for its whole echo, verify it, print a line; repeat.",
+        discussion: "Each message is \"Hello world\" padded with zeros to --size bytes, as in the course's client.")
+
+    @OptionGroup var traffic: TrafficOptions
+    @Option(help: "Rounds to run (1-1000000000; default: until Ctrl-C).")
+    var rounds: Int?
+    @Option(help: "Seconds between rounds (0-3600).")
+    var interval = 1.0
+    @Flag(help: "Print only the summary, not a line per round.")
+    var quiet = false
+
+    func validate() throws {
+        if let rounds { try check("--rounds", rounds, 1...1_000_000_000) }
+        try check("--interval", interval, 0...3600)
+    }
+
+    func run() throws {
+        let configuration = RunConfiguration(
+            mode: .closed, address: try traffic.address(), connections: 1, threads: 1,
+            size: traffic.size, burst: traffic.burst, coalesce: traffic.coalesce,
+            ping: .init(rounds: rounds, interval: nanoseconds(interval), printRounds: !quiet))
+        let report = try Runner.run(configuration, progress: false)
+        for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
+        if report.connected > 0 { Output.standardOutput(report.pingSummary() + "\n") }
+        if !report.succeeded { throw ExitCode.failure }
+    }
+}
+
+struct Flood: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The load generator: many connections, closed loop, open loop (--rate) or stream (--mode stream).",
+        discussion: """
+            Closed loop (default): each connection sends a round of --burst messages of --size bytes, \
+            waits for the whole echo, repeats. Open loop (--rate R): each connection starts R rounds per \
+            second whatever the echoes do; latency counts from each round's intended send time. Stream \
+            (--mode stream): each connection keeps --window bytes in flight. Traffic counts after \
+            --warmup for --duration seconds; then what is in flight is awaited and verified.
+            """)
+
+    @OptionGroup var traffic: TrafficOptions
+    @Option(help: "Connections (1-100000).")
+    var connections = 100
+    @Option(help: "Seconds measured, after the warm-up (0.1-86400).")
+    var duration = 10.0
+    @Option(help: "Seconds of traffic before measuring starts (0-3600).")
+    var warmup = 1.0
+    @Option(help: "Event loops, one thread each; each connection lives on one (1-256).")
+    var threads = 1
+    @Option(help: "Connections opened per second over all threads (1-10000000; default: all at once).")
+    var connectRate: Double?
+    @Option(help: "closed, open (needs --rate) or stream.")
+    var mode: LoadMode?
+    @Option(help: "Open loop: rounds per second per connection (0.01-10000000); implies --mode open.")
+    var rate: Double?
+    @Option(help: "Stream mode: bytes in flight per connection (--size to 67108864; default 65536).")
+    var window: Int?
+    @Flag(help: "Print the summary as one JSON object on stdout.")
+    var json = false
+    @Flag(help: "No progress line on stderr.")
+    var quiet = false
+
+    var effectiveMode: LoadMode { mode ?? (rate != nil ? .open : .closed) }
+
+    func validate() throws {
+        try check("--connections", connections, 1...100_000)
+        try check("--duration", duration, 0.1...86_400)
+        try check("--warmup", warmup, 0...3600)
+        try check("--threads", threads, 1...256)
+        if let connectRate { try check("--connect-rate", connectRate, 1...10_000_000) }
+        if let rate { try check("--rate", rate, 0.01...10_000_000) }
+        switch effectiveMode {
+        case .open where rate == nil:
+            throw ValidationError("--mode open needs --rate (rounds per second per connection, 0.01...10000000)")
+        case .closed, .stream:
+            if rate != nil { throw ValidationError("--rate applies to the open loop only (--mode open)") }
+        default: break
+        }
+        if let window {
+            guard effectiveMode == .stream else { throw ValidationError("--window applies to --mode stream only") }
+            try check("--window", window, traffic.size...(64 << 20))
+        } else if effectiveMode == .stream, traffic.size > 65_536 {
+            throw ValidationError("--size \(traffic.size) is over the default --window 65536: give --window (\(traffic.size)...67108864)")
+        }
+        // Every connection is a file descriptor; the loops need a few more each.
+        let needed = connections + 8 * min(threads, connections) + 32
+        let limit = FileDescriptorLimit.raiseToMaximum()
+        if limit < needed {
+            throw ValidationError("""
+                --connections \(connections) needs about \(needed) file descriptors, but this process \
+                may open only \(limit) (RLIMIT_NOFILE, hard limit): use --connections 1...\(max(1, limit - needed + connections)) \
+                or raise the limit first (ulimit -n \(needed), as root)
+                """)
+        }
+    }
+
+    func run() throws {
+        let address = try traffic.address()
+        var configuration = RunConfiguration(
+            mode: effectiveMode, address: address, connections: connections,
+            threads: min(threads, connections), size: traffic.size, burst: traffic.burst,
+            coalesce: traffic.coalesce, window: window ?? 65_536, rate: rate ?? 0,
+            warmup: nanoseconds(warmup), duration: nanoseconds(duration), connectRate: connectRate)
+        if configuration.mode == .stream { configuration.burst = 1 }
+        if let ports = LocalPorts.available(), connections > ports {
+            Output.standardError("""
+                dummy-client: warning: the kernel has \(ports) local ports for connections to one address \
+                (net.ipv4.ip_local_port_range): connects beyond that fail with EADDRNOTAVAIL\n
+                """)
+        }
+        let report = try Runner.run(configuration, progress: !quiet)
+        for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
+        Output.standardOutput((json ? report.json() : report.summary()) + "\n")
+        if !report.succeeded { throw ExitCode.failure }
+    }
+}
+
+/// The ephemeral port range: how many connections one source address can
+/// have open to one server address.
+enum LocalPorts {
+    static func available() -> Int? {
+        guard let file = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        guard numbers.count == 2, numbers[1] >= numbers[0] else { return nil }
+        return numbers[1] - numbers[0] + 1
+    }
+}

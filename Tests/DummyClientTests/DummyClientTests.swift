@@ -1,0 +1,184 @@
+import Foundation
+import Reactor
+import Testing
+@testable import DummyClient
+
+/// The dummy-client binary against in-process Reactor servers on 127.0.0.1.
+/// Runs are bounded by their flags (and a watchdog); nothing asserts speed.
+@Suite struct DummyClientTests {
+    @Test func pingRunsRoundsAndVerifies() throws {
+        let result = try withEchoServer { port in
+            try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
+        }
+        #expect(result.status == 0, "\(result.transcript)")
+        let lines = result.standardOutput.split(separator: "\n")
+        for round in 1...3 {
+            #expect(lines.contains { $0.hasPrefix("round \(round): sent 1000 B, echoed 1000 B in ") && $0.hasSuffix(" us") },
+                    "\(result.transcript)")
+        }
+        #expect(result.standardOutput.contains("3 rounds, 3000 B sent, 3000 B echoed, all verified"), "\(result.transcript)")
+    }
+
+    @Test func pingIsTheDefaultCommand() throws {
+        let result = try withEchoServer { port in
+            try DummyClientProcess.run(["--port", "\(port)", "--rounds", "2", "--interval", "0", "--size", "11", "--burst", "1"])
+        }
+        #expect(result.status == 0, "\(result.transcript)")
+        #expect(result.standardOutput.contains("round 2: sent 11 B, echoed 11 B in "), "\(result.transcript)")
+    }
+
+    @Test func floodWithHundredConnectionsVerifiesEverything() throws {
+        let result = try withEchoServer { port in
+            try DummyClientProcess.run([
+                "flood", "--port", "\(port)", "--connections", "100", "--duration", "1", "--warmup", "0.3",
+                "--json", "--quiet",
+            ])
+        }
+        #expect(result.status == 0, "\(result.transcript)")
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
+            "\(result.transcript)")
+        for field in ["mode", "host", "port", "connections", "threads", "size", "burst", "duration_s", "rounds",
+                      "messages", "bytes_sent", "bytes_echoed", "msgs_per_sec", "mib_per_sec", "latency_us",
+                      "connect_us", "errors", "client_cpu_s"] {
+            #expect(report[field] != nil, "missing \(field): \(result.transcript)")
+        }
+        #expect(report["mode"] as? String == "closed")
+        #expect(report["host"] as? String == "127.0.0.1")
+        #expect(report["connections"] as? Int == 100)
+        #expect(report["size"] as? Int == 100)
+        #expect(report["burst"] as? Int == 10)
+        let rounds = try #require(report["rounds"] as? Int)
+        let messages = try #require(report["messages"] as? Int)
+        #expect(rounds > 0)
+        #expect(messages == rounds * 10)
+        #expect(report["bytes_echoed"] as? Int == messages * 100)
+        let latency = try #require(report["latency_us"] as? [String: Double])
+        for field in ["p50", "p90", "p99", "p999", "max", "mean"] { #expect(latency[field] != nil, "latency_us.\(field)") }
+        let p50 = try #require(latency["p50"]), p99 = try #require(latency["p99"]), max = try #require(latency["max"])
+        #expect(p50 > 0 && p50 <= p99 && p99 <= max)
+        let connect = try #require(report["connect_us"] as? [String: Double])
+        for field in ["p50", "p99", "max"] { #expect(connect[field] != nil, "connect_us.\(field)") }
+        let errors = try #require(report["errors"] as? [String: Int])
+        #expect(errors == ["mismatches": 0, "short_echoes": 0, "resets": 0, "connect_failures": 0])
+        let cpu = try #require(report["client_cpu_s"] as? [String: Double])
+        #expect(cpu["user"] != nil && cpu["system"] != nil)
+    }
+
+    @Test(arguments: [["--mode", "stream", "--window", "4096"], ["--rate", "200"], ["--coalesce", "--threads", "2"]])
+    func otherFloodModesVerify(_ flags: [String]) throws {
+        let result = try withEchoServer { port in
+            try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "10", "--duration", "0.5",
+                                        "--warmup", "0.2", "--json", "--quiet"] + flags)
+        }
+        #expect(result.status == 0, "\(result.transcript)")
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
+            "\(result.transcript)")
+        let rounds = try #require(report["rounds"] as? Int)
+        let messages = try #require(report["messages"] as? Int)
+        let burst = try #require(report["burst"] as? Int)
+        #expect(rounds > 0)
+        #expect(messages == rounds * burst)
+    }
+
+    @Test func pingCatchesAFlippedByte() throws {
+        let result = try withEchoServer(handler: { _ in CorruptingEchoHandler(flipAt: 1_517) }) { port in
+            try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
+        }
+        #expect(result.status == 1, "\(result.transcript)")
+        #expect(result.standardOutput.contains("round 2: sent 1000 B, echoed 1000 B in "), "\(result.transcript)")
+        #expect(result.standardOutput.contains("MISMATCH"), "\(result.transcript)")
+        #expect(result.standardError.contains("echoed byte 1517"), "\(result.transcript)")
+    }
+
+    @Test func floodCountsMismatches() throws {
+        let result = try withEchoServer(handler: { _ in CorruptingEchoHandler(flipAt: 12_345) }) { port in
+            try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "4", "--duration", "0.5",
+                                        "--warmup", "0", "--json", "--quiet"])
+        }
+        #expect(result.status == 1, "\(result.transcript)")
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
+            "\(result.transcript)")
+        let errors = try #require(report["errors"] as? [String: Int])
+        #expect((errors["mismatches"] ?? 0) > 0, "\(result.transcript)")
+    }
+
+    @Test func connectionRefusedSaysSoAndFails() throws {
+        try withRefusingPort { port in
+            let ping = try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "1"])
+            #expect(ping.status == 1, "\(ping.transcript)")
+            #expect(ping.standardError.contains("connect 127.0.0.1:\(port): Connection refused"), "\(ping.transcript)")
+
+            let flood = try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "3",
+                                                    "--duration", "5", "--json", "--quiet"])
+            #expect(flood.status == 1, "\(flood.transcript)")
+            #expect(flood.standardError.contains("connect 127.0.0.1:\(port): Connection refused"), "\(flood.transcript)")
+            let report = try #require(
+                try JSONSerialization.jsonObject(with: Data(flood.standardOutput.utf8)) as? [String: Any],
+                "\(flood.transcript)")
+            #expect((report["errors"] as? [String: Int])?["connect_failures"] == 3, "\(flood.transcript)")
+        }
+    }
+
+    @Test(arguments: [
+        (["flood", "--connections", "0"], "--connections must be in 1...100000"),
+        (["flood", "--connections", "100001"], "--connections must be in 1...100000"),
+        (["--port", "70000"], "--port must be in 1...65535"),
+        (["flood", "--size", "0"], "--size must be in 1...1048576"),
+        (["flood", "--threads", "0"], "--threads must be in 1...256"),
+        (["flood", "--mode", "open"], "--mode open needs --rate"),
+        (["flood", "--window", "100"], "--window applies to --mode stream only"),
+        (["ping", "--rounds", "0"], "--rounds must be in 1...1000000000"),
+        (["flood", "--bogus"], "--bogus"),
+    ])
+    func badFlagsExit64NamingTheFlag(_ arguments: [String], _ message: String) throws {
+        let result = try DummyClientProcess.run(arguments)
+        #expect(result.status == 64, "\(result.transcript)")
+        #expect(result.standardError.contains(message), "\(result.transcript)")
+    }
+}
+
+/// The pure parts: the pattern every byte is checked against, and the number formats.
+@Suite struct PatternAndFormatTests {
+    @Test func floodPatternDiffersPerConnectionAndRound() {
+        let pattern = Pattern.flood()
+        let first = Array(pattern.bytes(phase: pattern.phase(for: 0), offset: 0, count: 1000))
+        let second = Array(pattern.bytes(phase: pattern.phase(for: 1), offset: 0, count: 1000))
+        let nextRound = Array(pattern.bytes(phase: pattern.phase(for: 0), offset: 1000, count: 1000))
+        #expect(first != second)
+        #expect(first != nextRound)
+        // Offsets wrap around the period seamlessly.
+        let wrapped = Array(pattern.bytes(phase: 0, offset: UInt64(pattern.period) - 10, count: 20))
+        #expect(Array(wrapped[10...]) == Array(pattern.bytes(phase: 0, offset: 0, count: 10)))
+        first.withUnsafeBytes { bytes in
+            #expect(pattern.matches(bytes, phase: pattern.phase(for: 0), offset: 0))
+            #expect(!pattern.matches(bytes, phase: pattern.phase(for: 1), offset: 0))
+        }
+    }
+
+    @Test func helloPatternIsTheCoursesMessage() {
+        let pattern = Pattern.hello(size: 100)
+        let message = Array(pattern.bytes(phase: 0, offset: 300, count: 100))
+        #expect(Array(message[..<11]) == Array("Hello world".utf8))
+        #expect(message[11...].allSatisfy { $0 == 0 })
+        var corrupted = message
+        corrupted[42] = 1
+        corrupted.withUnsafeBytes { bytes in
+            #expect(pattern.firstMismatch(in: bytes, phase: 0, offset: 300)?.index == 42)
+        }
+    }
+
+    @Test func numberFormats() {
+        #expect(Format.fixed(5.006, 2) == "5.01")
+        #expect(Format.fixed(0.04, 1) == "0.0")
+        #expect(Format.fixed(-1.25, 1) == "-1.3" || Format.fixed(-1.25, 1) == "-1.2")
+        #expect(Format.fixed(12, 0) == "12")
+        #expect(Format.grouped(1_234_567) == "1,234,567")
+        #expect(Format.grouped(999) == "999")
+        #expect(Format.microseconds(84_400) == "84")
+        #expect(Format.microseconds(7_450) == "7.5" || Format.microseconds(7_450) == "7.4")
+        #expect(Format.jsonString("a\"b\\c") == "\"a\\\"b\\\\c\"")
+    }
+}
