@@ -23,3 +23,20 @@ test:
 
 clean:
 	rm -rf .build .build-static
+
+# --- Benchmarks, in process (package-benchmark, in its own package: Benchmarks/) ---
+# make bench [BENCH_ARGS='--filter "Flood.*"']; make bench-baseline; make bench-compare.
+# Baselines live in Benchmarks/.benchmarkBaselines/<name>/ (gitignored); BENCH_BASELINE names one.
+BENCH_BASELINE ?= main
+BENCH_ARGS     ?= --no-progress
+
+.PHONY: bench bench-baseline bench-compare
+
+bench:
+	cd Benchmarks && $(SWIFT) package benchmark $(BENCH_ARGS)
+
+bench-baseline:
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark baseline update $(BENCH_BASELINE) $(BENCH_ARGS)
+
+bench-compare:
+	cd Benchmarks && $(SWIFT) package benchmark baseline compare $(BENCH_BASELINE) $(BENCH_ARGS)
