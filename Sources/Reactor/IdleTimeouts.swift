@@ -9,8 +9,11 @@ final class IdleTimeouts {
     /// The timeout and the wheel's tick, in loop ticks (`EventLoop.tick`, about 1 ms).
     let timeout: UInt32
     private let tick: UInt32
-    private var slots: [[Connection]]
-    private var nextTick: UInt32
+    /// Connection IDs (8 bytes each, not 16-byte handles: the loop is implied).
+    private var slots: [[Connection.ID]]
+    /// The slot swept next, and the loop tick at which its turn began.
+    private var cursor = 0
+    private var cursorStart: UInt32
     private unowned(unsafe) let loop: EventLoop // the loop owns this wheel
 
     init(timeout: Duration, loop: EventLoop) {
@@ -20,20 +23,20 @@ final class IdleTimeouts {
         self.tick = max(self.timeout / 8, 10)
         self.slots = Array(repeating: [], count: Int(self.timeout / tick) + 2)
         self.loop = loop
-        self.nextTick = EventLoop.tick(monotonicNanoseconds()) / tick
+        self.cursorStart = EventLoop.tick(monotonicNanoseconds())
         scheduleSweep()
     }
 
     func track(_ connection: Connection) {
-        guard let lastActivity = connection.lastActivity else { return }
-        file(connection, deadline: lastActivity &+ timeout, notBefore: nextTick)
+        file(connection.id, remaining: timeout)
     }
 
-    /// Files into the slot of the deadline's wheel tick, or of `notBefore` if
-    /// that is later (a slot being swept must not receive what it should see again).
-    private func file(_ connection: Connection, deadline: UInt32, notBefore: UInt32) {
-        let due = max(deadline / tick, notBefore)
-        slots[Int(due % UInt32(slots.count))].append(connection)
+    /// Files into the slot `remaining` loop ticks ahead, never the slot being
+    /// swept (it must not receive what it should see again). Relative times
+    /// keep this right when the 32-bit tick counter wraps (every ~50 days).
+    private func file(_ id: Connection.ID, remaining: UInt32) {
+        let due = (cursor + Int(max(remaining / tick, 1))) % slots.count
+        slots[due].append(id)
     }
 
     private func scheduleSweep() {
@@ -42,20 +45,24 @@ final class IdleTimeouts {
 
     private func sweep() {
         let now = EventLoop.tick(monotonicNanoseconds())
-        while nextTick <= now / tick {
-            let index = Int(nextTick % UInt32(slots.count))
-            let due = slots[index]
-            slots[index] = []
-            for connection in due {
+        var turns = 0
+        while now &- cursorStart >= tick {
+            let due = slots[cursor]
+            slots[cursor] = []
+            cursor = (cursor + 1) % slots.count
+            cursorStart &+= tick
+            for id in due {
+                let connection = Connection(loop: loop, id: id)
                 guard let lastActivity = connection.lastActivity else { continue } // closed
-                let deadline = lastActivity &+ timeout
-                if deadline <= now {
+                let idle = now &- lastActivity
+                if idle >= timeout {
                     connection.close(reason: .idleTimeout, on: loop)
                 } else {
-                    file(connection, deadline: deadline, notBefore: nextTick + 1)
+                    file(id, remaining: timeout - idle)
                 }
             }
-            nextTick += 1
+            turns += 1
+            if turns == slots.count { cursorStart = now } // stalled a whole turn: every slot seen once
         }
         scheduleSweep()
     }
