@@ -17,16 +17,7 @@ struct BackpressureTests {
         try withServer(loops: 1, configure: { $0.backpressure = backpressure }, handler: { _ in probe }) { server in
             let client = try BlockingClient(port: server.port)
             let payload = patternBytes(count: 16 << 20, seed: 11)
-            let sender = try LoopThread(name: "sender") { [fd = client.fd] in
-                payload.withUnsafeBytes { bytes in
-                    var offset = 0
-                    while offset < bytes.count {
-                        let sent = send(fd, bytes.baseAddress! + offset, min(65_536, bytes.count - offset), Int32(MSG_NOSIGNAL))
-                        if sent <= 0 { return }
-                        offset += sent
-                    }
-                }
-            }
+            let sender = try client.sendInBackground(payload, piece: 65_536)
             // Read nothing until the server has paused reading: the peer is "stalled".
             #expect(eventually { probe.pausedCount > 0 })
             var echoed: [UInt8] = []

@@ -73,17 +73,7 @@ struct EchoTests {
         try withServer { server in
             let client = try BlockingClient(port: server.port)
             let payload = patternBytes(count: 1 << 20, seed: 7)
-            let sender = try LoopThread(name: "sender") { [fd = client.fd] in
-                payload.withUnsafeBytes { bytes in
-                    var offset = 0
-                    while offset < bytes.count {
-                        let sent = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                        if sent <= 0 { return }
-                        offset += sent
-                    }
-                }
-                shutdown(fd, Int32(SHUT_WR))
-            }
+            let sender = try client.sendInBackground(payload, thenShutdown: true)
             let echoed = try client.receiveUntilEOF(limit: 1 << 21)
             sender.join()
             #expect(echoed.count == payload.count)

@@ -92,6 +92,23 @@ public final class BlockingClient {
         }
     }
 
+    /// Sends `payload` from another thread (in pieces of at most `piece`
+    /// bytes), so this thread can read the echo meanwhile; then, if asked,
+    /// sends FIN. Join the returned thread before checking what was sent.
+    public func sendInBackground(_ payload: [UInt8], piece: Int = 1 << 20, thenShutdown: Bool = false) throws -> LoopThread {
+        try LoopThread(name: "sender") { [fd] in
+            payload.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let sent = Glibc.send(fd, bytes.baseAddress! + offset, min(piece, bytes.count - offset), Int32(MSG_NOSIGNAL))
+                    if sent <= 0 { return }
+                    offset += sent
+                }
+            }
+            if thenShutdown { shutdown(fd, Int32(SHUT_WR)) }
+        }
+    }
+
     /// Sends FIN: the half-close of the 4-way handshake, from this side.
     public func shutdownWrite() {
         shutdown(fd, Int32(SHUT_WR))
