@@ -44,11 +44,18 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) var connectTargets: [Connection.ID: SocketAddress] = [:]
 
     private struct CrossThread {
-        var tasks: [@Sendable () -> Void] = []
+        var tasks: [Task] = []
         var stopRequested = false
     }
     private let crossThread = Mutex(CrossThread())
-    @exclusivity(unchecked) private var taskScratch: [@Sendable () -> Void] = []
+    @exclusivity(unchecked) private var taskScratch: [Task] = []
+
+    /// A closure in a struct: an array of bare closures boxes each one in a
+    /// heap-allocated thunk; a struct field stores it as it is (one malloc
+    /// less per `execute`, measured by the Benchmarks' malloc counter).
+    private struct Task {
+        let body: @Sendable () -> Void
+    }
     private let nextTimerID = Atomic<UInt64>(0)
 
     /// Called on the loop whenever a connection adopted or opened here is gone
@@ -147,7 +154,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop's thread soon. Any thread.
     public func execute(_ task: @escaping @Sendable () -> Void) {
         let wasEmpty = crossThread.withLock { state in
-            state.tasks.append(task)
+            state.tasks.append(Task(body: task))
             return state.tasks.count == 1
         }
         // One wake-up per batch of tasks: the loop drains the whole queue.
@@ -166,7 +173,7 @@ public final class EventLoop: @unchecked Sendable {
             swap(&state.tasks, &taskScratch)
             return state.stopRequested
         }
-        for task in taskScratch { task() }
+        for task in taskScratch { task.body() }
         taskScratch.removeAll(keepingCapacity: true)
         if stopRequested { running = false }
     }

@@ -20,14 +20,16 @@ struct TimerQueue {
     }
 
     private var heap: [Entry] = []
-    private var tasks: [UInt64: () -> Void] = [:]
+    /// The tasks by id, each closure in a struct (stored as is, not boxed).
+    private var tasks: [UInt64: Task] = [:]
+    private struct Task { let run: () -> Void }
     /// The heap's earliest deadline (perhaps of a cancelled task); UInt64.max
     /// when empty. A stored integer, so the loop checks it every iteration
     /// without touching (and reference counting) the collections.
     private(set) var earliestDeadline = UInt64.max
 
     mutating func insert(deadline: UInt64, id: UInt64, _ task: @escaping () -> Void) {
-        tasks[id] = task
+        tasks[id] = Task(run: task)
         heap.append(Entry(deadline: deadline, id: id))
         siftUp(heap.count - 1)
         earliestDeadline = heap[0].deadline
@@ -56,7 +58,7 @@ struct TimerQueue {
         dropCancelledTop()
         guard let first = heap.first, first.deadline <= now else { return nil }
         removeTop()
-        return tasks.removeValue(forKey: first.id)
+        return tasks.removeValue(forKey: first.id)?.run
     }
 
     private mutating func dropCancelledTop() {
