@@ -24,6 +24,51 @@ test:
 clean:
 	rm -rf .build .build-static
 
+# --- Performance, end to end in separate processes (perf/perf.py; Python 3 stdlib) ---
+# make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3]; make perf-baseline;
+# make perf-instr [PEERS=1]; make profile; make peers. See README "Performance".
+PYTHON            ?= python3
+PERF_DURATION     ?= 5
+PERF_WARMUP       ?= 1
+PERF_PORT         ?= 17777
+PERF_CONNS        ?= 1 100 1000
+PERF_STREAM_CONNS ?= 10
+PERF_IDLE         ?= 1000
+PERF_THREADS      ?= 2
+PERF_REPEAT       ?= 1
+PERF_CLIENT_FLAGS ?=
+LOOPS             ?= 1
+PEERS             ?= 0
+INSTR_DURATION    ?= 3
+INSTR_WARMUP      ?= 2
+INSTR_CONNS       ?= 10
+PROFILE_DURATION  ?= 10
+PROFILE_CONNS     ?= 100
+
+PERF_COMMON = --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
+	--port $(PERF_PORT) --loops $(LOOPS) --threads $(PERF_THREADS) \
+	$(if $(filter 1 yes true,$(PEERS)),--peers) \
+	$(if $(strip $(PERF_CLIENT_FLAGS)),--client-flags $(PERF_CLIENT_FLAGS))
+
+.PHONY: perf perf-baseline perf-instr profile peers
+
+perf: release
+	$(PYTHON) perf/perf.py run $(PERF_COMMON) --duration $(PERF_DURATION) --warmup $(PERF_WARMUP) \
+		--conns $(PERF_CONNS) --stream-conns $(PERF_STREAM_CONNS) --idle $(PERF_IDLE) --repeat $(PERF_REPEAT)
+
+perf-baseline:
+	$(PYTHON) perf/perf.py baseline
+
+perf-instr: release
+	$(PYTHON) perf/perf.py instr $(PERF_COMMON) --duration $(INSTR_DURATION) --warmup $(INSTR_WARMUP) \
+		--connections $(INSTR_CONNS)
+
+profile: release
+	$(PYTHON) perf/perf.py profile $(PERF_COMMON) --duration $(PROFILE_DURATION) --connections $(PROFILE_CONNS)
+
+peers:
+	$(PYTHON) perf/perf.py peers
+
 # --- Benchmarks, in process (package-benchmark, in its own package: Benchmarks/) ---
 # make bench [BENCH_ARGS='--filter "Flood.*"']; make bench-baseline; make bench-compare.
 # Baselines live in Benchmarks/.benchmarkBaselines/<name>/ (gitignored); BENCH_BASELINE names one.

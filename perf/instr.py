@@ -1,0 +1,296 @@
+"""Looking inside the server: instructions per message (callgrind), CPU profile (perf).
+
+make perf-instr: each server runs under `valgrind --tool=callgrind` (a copy of
+its binary stripped with `strip -g`: valgrind 3.19 cannot read Swift's DWARF,
+and the symbol table stays so functions keep their names). A warm-up flood
+runs first, then the counters are zeroed (`callgrind_control -z`), a measured
+flood runs with its own connections and no warm-up of its own, and the
+counters are dumped (`callgrind_control -d`). Instructions per message = the
+dump's total Ir / the measured flood's messages. The measured window includes
+the measured flood's 10 connects and closes: a fixed cost, small beside its
+thousands of messages. Under valgrind the servers run ~50x slower: that only
+lowers the message count, not the instructions per message. Each function's
+self cost is read from the dump itself (see `_self_costs`).
+
+make profile: `perf record -e cpu-clock -g` (no hardware counters on these
+machines) of the release server under the course pattern at c=100.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import procs
+import servers
+from client import COURSE, Load, flood_argv, parse_report
+from procs import load_json, raise_fd_limit, require
+
+OURS = "reactor"
+PERF_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def demangle(text):
+    """Swift symbols made readable (`swift demangle --simplified`), when swift is there."""
+    if shutil.which("swift") is None:
+        return text
+    result = subprocess.run(["swift", "demangle", "--simplified"], input=text, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else text
+
+
+def _need(tool, package):
+    if shutil.which(tool) is None:
+        sys.exit(f"perf: `{tool}` not found: install it with `apt-get install -y {package}`")
+
+
+def _flood(supervisor, args, port, duration, name):
+    load = Load(f"course c={args.connections}", args.connections, COURSE)
+    argv = flood_argv(args.client, port, load, duration, 0, args.threads, args.client_flags)
+    client = supervisor.start(name, argv, stdout=subprocess.PIPE)
+    try:
+        output, _ = client.communicate(timeout=duration + 120)
+    finally:
+        supervisor.stop(client)
+    result = parse_report(output.decode(errors="replace"))
+    if result is None:
+        raise RuntimeError(f"dummy-client exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
+    return result
+
+
+# --- callgrind ------------------------------------------------------------------
+
+def _total_ir(dump):
+    """The 'totals:' (or 'summary:') line of a callgrind dump: Ir is its first event."""
+    summary = None
+    with open(dump) as file:
+        for line in file:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+            if line.startswith("summary:"):
+                summary = int(line.split()[1])
+    if summary is None:
+        raise RuntimeError(f"no totals in {dump}")
+    return summary
+
+
+def _self_costs(dump):
+    """{(function, object): self Ir} parsed from a callgrind dump.
+
+    callgrind_annotate 3.19 counts a call that was in progress when the
+    counters were zeroed (calls=0, e.g. main -> loop) into the caller's self
+    cost, so the dump is read here: a cost line adds to the current function,
+    except the line right after `calls=`, which is the call's inclusive cost.
+    """
+    functions, objects, costs = {}, {}, {}
+
+    def name(table, text):  # "(id) name" defines an id, "(id)" refers to it
+        text = text.strip()
+        if text.startswith("("):
+            ident, _, rest = text.partition(")")
+            if rest.strip():
+                table[ident] = rest.strip()
+            return table.get(ident, text)
+        return text
+
+    function = obj = function_obj = None
+    after_calls = False
+    with open(dump) as file:
+        for line in file:
+            if after_calls:
+                after_calls = False
+                continue
+            key, equals, value = line.partition("=")
+            if equals and key.isalpha():
+                if key == "fn":
+                    function, function_obj = name(functions, value), obj
+                elif key == "ob":
+                    obj = name(objects, value)
+                elif key == "cfn":
+                    name(functions, value)
+                elif key == "cob":
+                    name(objects, value)
+                elif key == "calls":
+                    after_calls = True
+                continue
+            if line[:1].isdigit() or line[:1] in "+-*":
+                fields = line.split()
+                if len(fields) > 1 and function is not None:
+                    costs[(function, function_obj)] = costs.get((function, function_obj), 0) + int(fields[1])
+    return costs
+
+
+def _top_functions(dump, count):
+    """[(self Ir, function, object file)], most expensive first."""
+    ranked = sorted(_self_costs(dump).items(), key=lambda item: -item[1])[:count]
+    return [(cost, function, os.path.basename(obj or "?")) for (function, obj), cost in ranked]
+
+
+def callgrind_one(supervisor, server, args, port, work):
+    """Instructions per echoed message of one server, and its top functions."""
+    binary = os.path.join(work, os.path.basename(server.binary))
+    shutil.copyfile(server.binary, binary)
+    os.chmod(binary, 0o755)
+    subprocess.run(["strip", "-g", binary], check=True)
+    out_file = os.path.join(work, f"callgrind.{server.name}.out")
+    wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}")
+    stripped = servers.Server(server.name, binary, server.args, server.port_flag, server.single_loop)
+    running = servers.start(supervisor, stripped, port, args.loops, ready_timeout=120, wrapper=wrapper)
+    pid = running.pid
+    try:
+        print(f"  {server.name}: warm-up flood ({args.warmup:g} s)", flush=True)
+        _flood(supervisor, args, port, args.warmup, f"warmup-{server.name}")
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True, timeout=60)
+        print(f"  {server.name}: measured flood ({args.duration:g} s)", flush=True)
+        result = _flood(supervisor, args, port, args.duration, f"measured-{server.name}")
+        before = set(glob.glob(out_file + "*"))
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True, timeout=60)
+        if not procs.wait_until(lambda: set(glob.glob(out_file + "*")) - before, 30, 0.1):
+            raise RuntimeError(f"callgrind wrote no dump for {server.name}")
+        time.sleep(0.5)  # let the dump be written out completely
+        dump = max(set(glob.glob(out_file + "*")) - before, key=os.path.getmtime)
+    finally:
+        supervisor.stop(running.process, timeout=30)
+    messages = result["messages"]
+    if messages <= 0:
+        raise RuntimeError(f"{server.name}: no messages echoed in the measured flood")
+    ir = _total_ir(dump)
+    return {"server": server.name, "instructions": ir, "messages": messages,
+            "msgs_per_sec_under_valgrind": result["msgs_per_sec"], "errors": sum(result["errors"].values()),
+            "instructions_per_msg": ir / messages,
+            "top": [{"ir_per_msg": cost / messages, "share": cost / ir, "function": function, "object": where}
+                    for cost, function, where in _top_functions(dump, args.top)]}
+
+
+def callgrind(args):
+    _need("valgrind", "valgrind")
+    _need("callgrind_control", "valgrind")
+    require(args.server, "echo-server")
+    require(args.client, "dummy-client")
+    raise_fd_limit()
+    under_test = [servers.ours(args.server)]
+    if args.peers:
+        under_test += servers.available_peers(args.loops)
+    print(f"perf-instr: callgrind, course pattern, {args.connections} connections, "
+          f"{args.duration:g} s measured after a {args.warmup:g} s warm-up flood", flush=True)
+    work = tempfile.mkdtemp(prefix="reactor-callgrind-")
+    results = []
+    try:
+        with procs.Supervisor(work) as supervisor:
+            for server in under_test:
+                port = procs.free_port(args.port)
+                try:
+                    results.append(callgrind_one(supervisor, server, args, port, work))
+                except RuntimeError as error:
+                    if server.name == OURS:
+                        raise
+                    print(f"note: {server.name} skipped: {error}")
+    except (KeyboardInterrupt, procs.Stopped):
+        print("\nperf-instr: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        print(f"perf-instr: {error}\nperf-instr: files kept in {work}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    for result in results:
+        print(f"{result['server']}: {result['instructions_per_msg']:,.1f} instructions per echoed message "
+              f"({result['instructions']:,} Ir / {result['messages']:,} messages; "
+              f"{result['msgs_per_sec_under_valgrind']:,.0f} msgs/s under valgrind"
+              f"{'; ERRORS ' + str(result['errors']) if result['errors'] else ''})")
+        names = demangle("\n".join(t["function"] for t in result["top"])).splitlines()
+        for top, name in zip(result["top"], names):
+            if top["share"] < 0.001:
+                break  # the rest is set-up and teardown, not the hot path
+            name = name if len(name) <= 110 else name[:107] + "..."
+            print(f"  {top['ir_per_msg']:9.1f} /msg {top['share']:6.1%}  {name}  [{top['object']}]")
+        print()
+    ours = next((r for r in results if r["server"] == OURS), None)
+    for result in results:
+        if ours and result is not ours:
+            print(f"{OURS} / {result['server']}: {ours['instructions_per_msg'] / result['instructions_per_msg']:.2f}x "
+                  f"instructions per message")
+    baseline = load_json(os.path.join(PERF_DIR, "baseline-instr.json"))
+    before = next((r for r in (baseline or {}).get("results", []) if r["server"] == OURS), None)
+    if ours and before:
+        print(f"{OURS} now / baseline ({baseline.get('date')}): "
+              f"{ours['instructions_per_msg'] / before['instructions_per_msg']:.3f}x "
+              f"({before['instructions_per_msg']:,.1f} -> {ours['instructions_per_msg']:,.1f})")
+    path = os.path.join(PERF_DIR, "results-instr.json")
+    with open(path, "w") as file:
+        json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "connections": args.connections,
+                   "duration_s": args.duration, "results": results}, file, indent=1)
+    print(f"results: {os.path.relpath(path)}")
+    return 0
+
+
+# --- perf record ------------------------------------------------------------------
+
+def profile(args):
+    if shutil.which("perf") is None:
+        print("make profile needs Linux perf: apt-get install -y linux-perf", file=sys.stderr)
+        return 1
+    require(args.server, "echo-server")
+    require(args.client, "dummy-client")
+    raise_fd_limit()
+    data = os.path.join(PERF_DIR, "profile.data")
+    text = os.path.join(PERF_DIR, "profile.txt")
+    work = tempfile.mkdtemp(prefix="reactor-profile-")
+    load = Load(f"course c={args.connections}", args.connections, COURSE)
+    warmup = 1.0
+    try:
+        with procs.Supervisor(work) as supervisor:
+            server = servers.start(supervisor, servers.ours(args.server), procs.free_port(args.port), args.loops)
+            argv = flood_argv(args.client, server.port, load, args.duration + 1, warmup, args.threads,
+                              args.client_flags)
+            client = supervisor.start("client", argv, stdout=subprocess.PIPE)
+            if os.path.exists(data):
+                os.unlink(data)  # else perf renames it to profile.data.old
+            time.sleep(warmup)
+            print(f"profile: perf record -e cpu-clock -g of echo-server (pid {server.pid}) for "
+                  f"{args.duration:g} s under the course pattern at c={args.connections}", flush=True)
+            record = subprocess.run(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(server.pid),
+                                     "-o", data, "--", "sleep", f"{args.duration:g}"],
+                                    capture_output=True, text=True, timeout=args.duration + 60)
+            output, _ = client.communicate(timeout=args.duration + 60)
+            supervisor.stop(server.process)
+    except (KeyboardInterrupt, procs.Stopped):
+        print("\nprofile: interrupted; server stopped", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if record.returncode != 0 or not os.path.exists(data):
+        print(f"profile: perf record failed: {record.stderr.strip()[-400:]}", file=sys.stderr)
+        return 1
+    result = parse_report(output.decode(errors="replace")) or {}
+    print(f"load: {result.get('msgs_per_sec', 0):,.0f} msgs/s during the recording")
+    def report_lines(*options):
+        out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", *options],
+                             capture_output=True, text=True, timeout=300).stdout
+        return [_tidy(line) for line in demangle(out).splitlines() if line.strip() and not line.startswith("#")]
+
+    full = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children"],
+                          capture_output=True, text=True, timeout=300)
+    with open(text, "w") as file:
+        file.write(demangle(full.stdout))
+    by_object = report_lines("--sort", "dso")
+    symbols = report_lines("--sort", "dso,symbol", "--percent-limit", "0.05")
+    print("samples by object: " + ", ".join(" ".join(line.split()[::-1]) for line in by_object[:6]))
+    user = [line for line in symbols if "[.]" in line]
+    for title, chosen in (("top symbols by self time", symbols), ("top user-space symbols", user)):
+        print(f"{title}:")
+        for line in chosen[:args.top]:
+            print("  " + (line if len(line) <= 150 else line[:147] + "..."))
+    print(f"call graphs: {os.path.relpath(text)}; samples: {os.path.relpath(data)}")
+    return 0
+
+
+def _tidy(line):
+    """perf's padded columns, without the padding and the empty trailing ones."""
+    line = re.sub(r"(\s+-)+\s*$", "", line.rstrip())
+    return re.sub(r"\s{3,}", "  ", line)

@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""End-to-end performance of echo-server, in separate processes (make perf).
+
+    perf.py run      the load matrix against echo-server (and the peers): table, ratios, chart
+    perf.py baseline save perf/results*.json as perf/baseline*.json
+    perf.py peers    build the reference servers into .build-peers/
+    perf.py instr    user-space instructions per echoed message (callgrind)
+    perf.py profile  CPU profile of echo-server under the c=100 flood (linux perf)
+
+Python 3 standard library only. Every process is started by this script,
+stopped by its PID (SIGTERM, then SIGKILL after a bounded wait), in `finally`
+blocks that also run on Ctrl-C. All traffic is on 127.0.0.1.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import procs  # noqa: E402
+import report  # noqa: E402
+import servers  # noqa: E402
+from client import flood_argv, matrix, parse_report  # noqa: E402
+from procs import HOST, load_json, raise_fd_limit, require  # noqa: E402
+
+PERF_DIR = os.path.dirname(os.path.abspath(__file__))
+OURS = "reactor"
+
+
+# --- one flood against one server ---------------------------------------------
+
+def _sample(server_pid, client_pid):
+    """(time, server CPU (user, system), client CPU) at one instant."""
+    try:
+        client = procs.cpu_seconds(client_pid)
+    except OSError:
+        client = None
+    return time.monotonic(), procs.cpu_seconds(server_pid), client
+
+
+def _sleep_until(deadline, process):
+    """Sleep until `deadline` (monotonic); False if `process` exits first."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return True
+
+
+def measure_flood(supervisor, server, load, args):
+    """Run one dummy-client flood against `server`; one result row.
+
+    The client counts messages from the end of --warmup to the end of
+    --duration. CPU is sampled from /proc for both processes inside that window
+    (a margin of 10% of it, at most 0.5 s, on each side absorbs process start
+    and connection set-up), and turned into CPU per message as CPU rate over
+    the client's message rate: both are steady-state rates of the same window.
+    """
+    pid = server.pid
+    procs.reset_peak_rss(pid)
+    argv = flood_argv(args.client, server.port, load, args.duration, args.warmup, args.threads, args.client_flags)
+    client = supervisor.start(f"client-{server.name}", argv, stdout=subprocess.PIPE)
+    launched = time.monotonic()
+    margin = min(0.5, args.duration * 0.1)
+    first = last = None
+    try:
+        if _sleep_until(launched + args.warmup + margin, client):
+            first = _sample(pid, client.pid)
+            if _sleep_until(launched + args.warmup + args.duration - margin, client):
+                last = _sample(pid, client.pid)
+        output, _ = client.communicate(timeout=args.warmup + args.duration + 60)
+    finally:
+        supervisor.stop(client)
+    row = {"server": server.name, "load": load.name, "connections": load.connections}
+    result = parse_report(output.decode(errors="replace"))
+    if result is None:
+        row["failure"] = f"dummy-client exited {client.returncode} without JSON: {procs.log_tail(client, 3).strip()}"
+        return row
+    latency, errors = result.get("latency_us", {}), result.get("errors", {})
+    row.update(
+        msgs_per_sec=result["msgs_per_sec"], mib_per_sec=result["mib_per_sec"],
+        p50_us=latency.get("p50"), p99_us=latency.get("p99"), p999_us=latency.get("p999"),
+        errors=sum(errors.values()), client_exit=client.returncode,
+        client_cpu_s=sum(result.get("client_cpu_s", {}).values()),
+        rss_mib=procs.memory_kib(pid, "VmHWM") / 1024,
+        client=result)
+    if first and last and result["msgs_per_sec"] > 0:
+        wall = last[0] - first[0]
+        (su0, ss0), (su1, ss1) = first[1], last[1]
+        per_msg = 1e6 / (wall * result["msgs_per_sec"])  # us per message, per CPU second
+        row.update(server_user_us_per_msg=(su1 - su0) * per_msg,
+                   server_system_us_per_msg=(ss1 - ss0) * per_msg,
+                   server_cpu_us_per_msg=(su1 - su0 + ss1 - ss0) * per_msg,
+                   server_cpu_pct=(su1 - su0 + ss1 - ss0) / wall * 100)
+        if first[2] and last[2]:
+            client_cpu = sum(last[2]) - sum(first[2])
+            row.update(client_cpu_us_per_msg=client_cpu * per_msg, client_cpu_pct=client_cpu / wall * 100)
+    return row
+
+
+# --- idle connections ----------------------------------------------------------
+
+def _read_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def measure_idle(server, count, size=100):
+    """Hold `count` idle connections: RSS per connection, then after one echo each.
+
+    Measured on a fresh server (first thing after start), so memory freed by
+    earlier floods cannot absorb the connections' cost.
+    """
+    pid = server.pid
+    sockets_before = procs.socket_count(pid)
+    rss_before = procs.memory_kib(pid)
+    held, mismatches = [], 0
+    rows = []
+    try:
+        for _ in range(count):
+            held.append(socket.create_connection((HOST, server.port), timeout=5))
+        accepted = procs.wait_until(lambda: procs.socket_count(pid) >= sockets_before + count, 10)
+        time.sleep(0.3)
+        rss_idle = procs.memory_kib(pid)
+        payload = bytes(range(size))
+        for sock in held:
+            sock.sendall(payload)
+        for sock in held:
+            mismatches += _read_exactly(sock, size) != payload
+        time.sleep(0.3)
+        rss_echoed = procs.memory_kib(pid)
+        for load, rss in ((f"idle c={count}", rss_idle), (f"idle+echo c={count}", rss_echoed)):
+            rows.append({"server": server.name, "load": load, "connections": count,
+                         "rss_mib": rss / 1024, "rss_per_conn_b": (rss - rss_before) * 1024 / count,
+                         "errors": mismatches if "echo" in load else (0 if accepted else count)})
+    except OSError as error:
+        rows.append({"server": server.name, "load": f"idle c={count}", "failure": f"idle connections: {error}"})
+    finally:
+        for sock in held:
+            sock.close()
+    procs.wait_until(lambda: procs.socket_count(pid) <= sockets_before, 10)
+    return rows
+
+
+# --- aggregation and the results file -----------------------------------------------
+
+def medians(rows):
+    """One row per (server, load): the median of each figure over the repeats."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["server"], row["load"]), []).append(row)
+    merged = []
+    for group in groups.values():
+        row = dict(group[0])
+        if len(group) > 1:
+            for key, value in group[0].items():
+                values = [r.get(key) for r in group]
+                if isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+                    row[key] = statistics.median(values)
+            row["errors"] = sum(r.get("errors", 0) or 0 for r in group)
+            row["repeats"] = len(group)
+            row.pop("client", None)
+        merged.append(row)
+    return merged
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def git_revision():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=servers.ROOT,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=servers.ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+# --- perf.py run ------------------------------------------------------------------
+
+def run(args):
+    require(args.server, "echo-server")
+    require(args.client, "dummy-client")
+    raise_fd_limit()
+    started = time.monotonic()
+    under_test = [servers.ours(args.server)]
+    if args.peers:
+        under_test += servers.available_peers(args.loops)
+    loads = matrix(args)
+    per_flood = args.warmup + args.duration + 0.5
+    estimate = len(under_test) * (len(loads) * args.repeat * per_flood + 3)
+    print(f"perf: {', '.join(s.name for s in under_test)}; loops {args.loops}; "
+          f"{len(loads)} floods x {args.repeat} ({args.warmup:g} s warm-up + {args.duration:g} s measured) "
+          f"+ {args.idle} idle connections; about {estimate:.0f} s", flush=True)
+
+    log_dir = tempfile.mkdtemp(prefix="reactor-perf-")
+    rows, exits, info = [], {}, {}
+    failed = False
+    try:
+        with procs.Supervisor(log_dir) as supervisor:
+            running, taken = [], set()
+            for server in under_test:
+                port = procs.free_port(args.port if not running else max(taken) + 1, taken)
+                taken.add(port)
+                running.append(servers.start(supervisor, server, port, args.loops))
+            for server in running:
+                info[server.name] = {"binary": server.server.binary, "port": server.port,
+                                     "base_rss_kib": server.base_rss_kib}
+                rows.append({"server": server.name, "load": "base", "connections": 0,
+                             "rss_mib": server.base_rss_kib / 1024})
+                if args.idle > 0:
+                    rows += measure_idle(server, args.idle)
+            total, done = len(loads) * args.repeat * len(running), 0
+            for repeat in range(args.repeat):
+                for index, load in enumerate(loads):
+                    # Alternate servers, and rotate who goes first, so drift spreads evenly.
+                    shift = (repeat + index) % len(running)
+                    for server in running[shift:] + running[:shift]:
+                        if server.process.poll() is not None:
+                            raise RuntimeError(f"{server.name} exited ({server.process.returncode}):\n"
+                                               f"{procs.log_tail(server.process)}")
+                        row = measure_flood(supervisor, server, load, args)
+                        rows.append(row)
+                        done += 1
+                        print(f"  [{done}/{total}] {progress(row)}", flush=True)
+            for server in running:
+                exits[server.name] = supervisor.stop(server.process)
+                info[server.name]["exit_status"] = exits[server.name]
+    except (KeyboardInterrupt, procs.Stopped):
+        print("\nperf: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except RuntimeError as error:
+        print(f"perf: {error}", file=sys.stderr)
+        failed = True
+    finally:
+        if not failed:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    if failed:
+        print(f"perf: logs kept in {log_dir}", file=sys.stderr)
+        return 1
+
+    merged = medians(rows)
+    results = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "git": git_revision(), "machine": machine(),
+               "config": {"loops": args.loops, "duration_s": args.duration, "warmup_s": args.warmup,
+                          "client_threads": args.threads, "client_flags": list(args.client_flags),
+                          "repeats": args.repeat, "idle_connections": args.idle},
+               "servers": info, "rows": merged, "runs": rows if args.repeat > 1 else None}
+    print_results(results, load_json(args.baseline), args)
+    with open(args.results, "w") as file:
+        json.dump(results, file, indent=1)
+    elapsed = time.monotonic() - started
+    print(f"results: {os.path.relpath(args.results)}; took {elapsed:.0f} s")
+    if exits.get(OURS) not in (0, None):
+        print(f"perf: echo-server exited with status {exits[OURS]} on SIGTERM (expected 0)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def progress(row):
+    if "failure" in row:
+        return f"{row['server']} {row['load']}: FAILED: {row['failure']}"
+    cpu = row.get("server_cpu_us_per_msg")
+    return (f"{row['server']:<9} {row['load']:<16} {row['msgs_per_sec']:>11,.0f} msgs/s  "
+            f"p99 {row['p99_us'] or 0:>8,.0f} us  server {'-' if cpu is None else f'{cpu:.3f}'} us/msg"
+            f"{'  errors ' + str(row['errors']) if row.get('errors') else ''}")
+
+
+def print_results(results, baseline, args):
+    m = results["machine"]
+    rows = results["rows"]
+    print(f"\n{results['date']}, {results['git']}; {m['cpus']} x {m['cpu_model']}, Linux {m['kernel']}; "
+          f"server and client share the machine; server loops {args.loops}, client threads {args.threads}"
+          f"{', medians of ' + str(args.repeat) if args.repeat > 1 else ''}\n")
+    print(report.results_table(rows))
+    print(report.LEGEND)
+    for row in rows:
+        if "failure" in row:
+            print(f"FAILED {row['server']} {row['load']}: {row['failure']}")
+    print()
+    print(report.baseline_comparison(rows, baseline, OURS))
+    names = list(results["servers"])
+    for peer in names[1:]:
+        print()
+        print(report.peer_comparison(rows, peer, OURS))
+    print()
+    title = (f"echo servers, {results['date']} ({m['cpus']} cores shared by server and client, "
+             f"loops {args.loops})")
+    print(report.chart(rows, names, args.chart, title))
+
+
+# --- perf.py baseline ------------------------------------------------------------------
+
+def save_baseline(args):
+    saved = 0
+    for name in ("results.json", "results-instr.json"):
+        source = os.path.join(PERF_DIR, name)
+        if os.path.exists(source):
+            target = os.path.join(PERF_DIR, name.replace("results", "baseline"))
+            shutil.copyfile(source, target)
+            print(f"saved {os.path.relpath(source)} as {os.path.relpath(target)} ({load_json(source).get('date')})")
+            saved += 1
+    if not saved:
+        print("perf: no perf/results.json yet: run `make perf` (or `make perf-instr`) first", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- command line --------------------------------------------------------------------
+
+def main():
+    procs.stop_on_signals()
+    release = os.path.join(servers.ROOT, ".build", "release")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(command):
+        command.add_argument("--server", default=os.path.join(release, "echo-server"))
+        command.add_argument("--client", default=os.path.join(release, "dummy-client"))
+        command.add_argument("--port", type=int, default=17777, help="first port to try")
+        command.add_argument("--loops", type=int, default=1, help="event loops of every server")
+        command.add_argument("--threads", type=int, default=2, help="dummy-client threads")
+        command.add_argument("--peers", action="store_true", help="also measure the built peers")
+        command.add_argument("--client-flags", nargs="*", default=[], help="extra dummy-client flags")
+
+    measure = commands.add_parser("run", help="the load matrix (make perf)")
+    common(measure)
+    measure.add_argument("--duration", type=float, default=5, help="measured seconds per flood")
+    measure.add_argument("--warmup", type=float, default=1, help="warm-up seconds per flood")
+    measure.add_argument("--conns", type=int, nargs="+", default=[1, 100, 1000], help="course-pattern connections")
+    measure.add_argument("--stream-conns", type=int, default=10, help="16 KiB stream connections (0: none)")
+    measure.add_argument("--idle", type=int, default=1000, help="idle connections held (0: none)")
+    measure.add_argument("--repeat", type=int, default=1, help="run the matrix N times; report medians")
+    measure.add_argument("--results", default=os.path.join(PERF_DIR, "results.json"))
+    measure.add_argument("--baseline", default=os.path.join(PERF_DIR, "baseline.json"))
+    measure.add_argument("--chart", default=os.path.join(PERF_DIR, "report.svg"))
+
+    commands.add_parser("baseline", help="save the latest results as the baseline")
+    commands.add_parser("peers", help="build the reference servers into .build-peers/")
+
+    instr_command = commands.add_parser("instr", help="instructions per echoed message (callgrind)")
+    common(instr_command)
+    instr_command.add_argument("--duration", type=float, default=3, help="measured seconds")
+    instr_command.add_argument("--warmup", type=float, default=2, help="warm-up flood seconds")
+    instr_command.add_argument("--connections", type=int, default=10)
+    instr_command.add_argument("--top", type=int, default=15, help="functions to list")
+
+    profile_command = commands.add_parser("profile", help="CPU profile under the c=100 flood (perf record)")
+    common(profile_command)
+    profile_command.add_argument("--duration", type=float, default=10, help="seconds recorded")
+    profile_command.add_argument("--connections", type=int, default=100)
+    profile_command.add_argument("--top", type=int, default=30, help="symbols to list")
+
+    args = parser.parse_args()
+    if args.command == "run":
+        return run(args)
+    if args.command == "baseline":
+        return save_baseline(args)
+    if args.command == "peers":
+        return servers.build_peers()
+    import instr
+    if args.command == "instr":
+        return instr.callgrind(args)
+    return instr.profile(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Processes the harness starts, and what /proc says about them.
+
+Every process is started through a `Supervisor`, which stops whatever is still
+running when it is left (normally, on an exception or on Ctrl-C): SIGTERM to
+that PID, a bounded wait, then SIGKILL. Nothing is ever killed by name.
+"""
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- /proc ------------------------------------------------------------------
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds a process has used so far, all threads."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces: split after its ')'.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def memory_kib(pid, key="VmRSS"):
+    """A memory figure from /proc/PID/status, in KiB (VmRSS, VmHWM, ...)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {key} in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid):
+    """Reset VmHWM to the current RSS, so the next peak is this window's."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def socket_count(pid):
+    """How many sockets a process has open."""
+    count = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass  # closed while we looked
+    return count
+
+
+def wait_until(condition, timeout, interval=0.02):
+    """Poll `condition()` until it is true or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# --- ports ------------------------------------------------------------------
+
+def port_is_free(port):
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(start, taken=()):
+    """The first port from `start` on that nothing listens on (100 tries)."""
+    for port in range(start, min(start + 100, 65536)):
+        if port not in taken and port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + 99}")
+
+
+def accepts_connections(port):
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# --- starting and stopping ---------------------------------------------------
+
+class Stopped(Exception):
+    """SIGTERM (or SIGHUP) arrived: unwind through the `finally` blocks."""
+
+
+def _raise_stopped(signum, _frame):
+    raise Stopped(f"signal {signum}")
+
+
+def stop_on_signals():
+    """Turn SIGTERM/SIGHUP into an exception, like Ctrl-C, so cleanup runs."""
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGHUP, _raise_stopped)
+
+
+class Supervisor:
+    """Starts processes, logs their output to files, and stops them by PID."""
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self.running = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        for process in reversed(self.running[:]):
+            self.stop(process)
+
+    def start(self, name, argv, stdout=None):
+        """Start `argv`; stdout goes to `stdout` (e.g. PIPE) or to NAME.log."""
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                   stdout=stdout if stdout is not None else log, stderr=log)
+        process.name, process.log_path = name, log.name
+        log.close()  # the child holds its own copy
+        self.running.append(process)
+        return process
+
+    def stop(self, process, timeout=10.0):
+        """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit status."""
+        if process.poll() is None:
+            try:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if process in self.running:
+            self.running.remove(process)
+        return process.returncode
+
+    def forget(self, process):
+        """A process that has exited by itself."""
+        if process in self.running:
+            self.running.remove(process)
+
+
+def log_tail(process, lines=15):
+    try:
+        with open(process.log_path, errors="replace") as log:
+            return "".join(log.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- odds and ends ---------------------------------------------------------------
+
+def load_json(path):
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def require(path, what):
+    if not os.access(path, os.X_OK):
+        sys.exit(f"perf: {what} not found at {path} (build it: swift build -c release)")
