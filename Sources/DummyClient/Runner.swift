@@ -37,10 +37,14 @@ enum Runner {
         let end = overflow || overflowEnd ? UInt64.max : plannedEnd
         let progress = showProgress ? Progress(workers: workers, start: start, windowStart: windowStart) : nil
         var nextTick = start + 1_000_000_000
+        // CPU time counts over the measured window, like the traffic.
+        var cpuAtWindowStart: CPUTime? = configuration.warmup == 0 ? cpuBefore : nil
         while true {
-            let deadline = min(end, progress == nil ? .max : nextTick)
+            var deadline = min(end, progress == nil ? .max : nextTick)
+            if cpuAtWindowStart == nil { deadline = min(deadline, windowStart) }
             if control.stop.wait(until: deadline) { break }
             let now = monotonicNanoseconds()
+            if cpuAtWindowStart == nil, now >= windowStart { cpuAtWindowStart = CPUTime.now() }
             if now >= end { break }
             if now >= nextTick {
                 progress?.tick(now: now)
@@ -48,6 +52,7 @@ enum Runner {
             }
         }
         let stoppedAt = min(monotonicNanoseconds(), end)
+        let cpu = CPUTime.now() - (cpuAtWindowStart ?? CPUTime.now())
         progress?.finish()
 
         for worker in workers { worker.loop.execute { worker.finish(windowEnd: stoppedAt) } }
@@ -55,7 +60,7 @@ enum Runner {
         for worker in workers { worker.loop.stop() }
         for thread in threads { thread.join() }
         return Report(configuration: configuration, workers: workers, windowStart: windowStart, end: stoppedAt,
-                      cpu: CPUTime.now() - cpuBefore, interrupted: control.interrupted.load(ordering: .relaxed))
+                      cpu: cpu, interrupted: control.interrupted.load(ordering: .relaxed))
     }
 }
 

@@ -182,3 +182,84 @@ import Testing
         #expect(Format.jsonString("a\"b\\c") == "\"a\\\"b\\\\c\"")
     }
 }
+
+/// Someone else's echo server: Python's asyncio, when python3 is installed.
+@Suite(.enabled(if: PythonEchoServer.isAvailable, "python3 not found"))
+struct ForeignEchoServerTests {
+    @Test func pingAndFloodAgainstAsyncioEcho() throws {
+        let server = try PythonEchoServer()
+        defer { server.stop() }
+        let ping = try DummyClientProcess.run(["ping", "--port", "\(server.port)", "--rounds", "3", "--interval", "0"])
+        #expect(ping.status == 0, "\(ping.transcript)")
+        #expect(ping.standardOutput.contains("3 rounds, 3000 B sent, 3000 B echoed, all verified"), "\(ping.transcript)")
+        let flood = try DummyClientProcess.run(["flood", "--port", "\(server.port)", "--connections", "20",
+                                                "--duration", "0.5", "--warmup", "0.2", "--quiet"])
+        #expect(flood.status == 0, "\(flood.transcript)")
+        #expect(flood.standardOutput.contains("0 mismatches, 0 short echoes, 0 resets, 0 connect failures"), "\(flood.transcript)")
+    }
+}
+
+/// `python3` running an asyncio echo server on an ephemeral loopback port.
+final class PythonEchoServer {
+    static let script = """
+        import asyncio
+        async def echo(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+        async def main():
+            server = await asyncio.start_server(echo, "127.0.0.1", 0)
+            print(server.sockets[0].getsockname()[1], flush=True)
+            async with server:
+                await server.serve_forever()
+        asyncio.run(main())
+        """
+
+    static let executable = ["/usr/bin/python3", "/usr/local/bin/python3"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    } ?? ProcessInfo.processInfo.environment["PATH"].flatMap { path in
+        path.split(separator: ":").map { "\($0)/python3" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    static var isAvailable: Bool { executable != nil }
+
+    struct Failed: Error, CustomStringConvertible { let description: String }
+
+    let process = Process()
+    let port: UInt16
+
+    init() throws {
+        guard let executable = Self.executable else { throw Failed(description: "python3 not found") }
+        let output = Pipe()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["-c", Self.script]
+        process.standardOutput = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // The first line is the port; EOF (python failed) ends the read too.
+        var line = Data()
+        while true {
+            let byte = output.fileHandleForReading.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        guard let port = UInt16(String(decoding: line, as: UTF8.self)) else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw Failed(description: "python3 echo server did not start: \(String(decoding: line, as: UTF8.self))")
+        }
+        self.port = port
+    }
+
+    func stop() {
+        // SIGKILL, not SIGTERM: the child inherits this process's signal mask,
+        // and a server under test elsewhere in the process may block SIGTERM.
+        kill(process.processIdentifier, SIGKILL) // only the child this test started
+        process.waitUntilExit()
+    }
+}
