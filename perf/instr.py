@@ -10,7 +10,8 @@ dump's total Ir / the measured flood's messages. The measured window includes
 the measured flood's 10 connects and closes: a fixed cost, small beside its
 thousands of messages. Under valgrind the servers run ~50x slower: that only
 lowers the message count, not the instructions per message. Each function's
-self cost is read from the dump itself (see `_self_costs`).
+self cost, and the calls to the syscall wrappers, are read from the dump itself
+(see `_parse_dump`).
 
 make profile: `perf record -e cpu-clock -g` (no hardware counters on these
 machines) of the release server under the course pattern at c=100.
@@ -78,15 +79,23 @@ def _total_ir(dump):
     return summary
 
 
-def _self_costs(dump):
-    """{(function, object): self Ir} parsed from a callgrind dump.
+# libc's wrappers for the syscalls an echo loop makes (callgrind counts calls, not syscalls).
+SYSCALLS = {"recv", "__libc_recv", "recvfrom", "recvmsg", "read", "__libc_read", "readv",
+            "send", "__send", "__libc_send", "sendto", "sendmsg", "write", "__libc_write", "writev",
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "accept", "accept4", "close", "shutdown",
+            "eventfd_write", "eventfd_read"}
+BURST = 10  # messages per round in the course pattern
+
+
+def _parse_dump(dump):
+    """({(function, object): self Ir}, {function: calls}) from a callgrind dump.
 
     callgrind_annotate 3.19 counts a call that was in progress when the
     counters were zeroed (calls=0, e.g. main -> loop) into the caller's self
     cost, so the dump is read here: a cost line adds to the current function,
     except the line right after `calls=`, which is the call's inclusive cost.
     """
-    functions, objects, costs = {}, {}, {}
+    functions, objects, costs, calls = {}, {}, {}, {}
 
     def name(table, text):  # "(id) name" defines an id, "(id)" refers to it
         text = text.strip()
@@ -97,7 +106,7 @@ def _self_costs(dump):
             return table.get(ident, text)
         return text
 
-    function = obj = function_obj = None
+    function = obj = function_obj = callee = None
     after_calls = False
     with open(dump) as file:
         for line in file:
@@ -111,23 +120,18 @@ def _self_costs(dump):
                 elif key == "ob":
                     obj = name(objects, value)
                 elif key == "cfn":
-                    name(functions, value)
+                    callee = name(functions, value)
                 elif key == "cob":
                     name(objects, value)
                 elif key == "calls":
+                    calls[callee] = calls.get(callee, 0) + int(value.split()[0])
                     after_calls = True
                 continue
             if line[:1].isdigit() or line[:1] in "+-*":
                 fields = line.split()
                 if len(fields) > 1 and function is not None:
                     costs[(function, function_obj)] = costs.get((function, function_obj), 0) + int(fields[1])
-    return costs
-
-
-def _top_functions(dump, count):
-    """[(self Ir, function, object file)], most expensive first."""
-    ranked = sorted(_self_costs(dump).items(), key=lambda item: -item[1])[:count]
-    return [(cost, function, os.path.basename(obj or "?")) for (function, obj), cost in ranked]
+    return costs, calls
 
 
 def callgrind_one(supervisor, server, args, port, work):
@@ -159,11 +163,15 @@ def callgrind_one(supervisor, server, args, port, work):
     if messages <= 0:
         raise RuntimeError(f"{server.name}: no messages echoed in the measured flood")
     ir = _total_ir(dump)
+    costs, calls = _parse_dump(dump)
+    ranked = sorted(costs.items(), key=lambda item: -item[1])[:args.top]
+    syscalls = {name.split("@")[0]: count for name, count in calls.items() if name.split("@")[0] in SYSCALLS}
     return {"server": server.name, "instructions": ir, "messages": messages,
             "msgs_per_sec_under_valgrind": result["msgs_per_sec"], "errors": sum(result["errors"].values()),
             "instructions_per_msg": ir / messages,
-            "top": [{"ir_per_msg": cost / messages, "share": cost / ir, "function": function, "object": where}
-                    for cost, function, where in _top_functions(dump, args.top)]}
+            "syscalls_per_msg": {name: count / messages for name, count in sorted(syscalls.items())},
+            "top": [{"ir_per_msg": cost / messages, "share": cost / ir, "function": function,
+                     "object": os.path.basename(obj or "?")} for (function, obj), cost in ranked]}
 
 
 def callgrind(args):
@@ -203,6 +211,10 @@ def callgrind(args):
               f"({result['instructions']:,} Ir / {result['messages']:,} messages; "
               f"{result['msgs_per_sec_under_valgrind']:,.0f} msgs/s under valgrind"
               f"{'; ERRORS ' + str(result['errors']) if result['errors'] else ''})")
+        per_round = {name: rate * BURST for name, rate in result["syscalls_per_msg"].items()}
+        print(f"  syscalls per echoed round of {BURST} (calls to libc's wrappers): {sum(per_round.values()):.2f} ("
+              + ", ".join(f"{name} {rate:.2f}" for name, rate in sorted(per_round.items(), key=lambda i: -i[1])
+                          if rate >= 0.005) + ")")
         names = demangle("\n".join(t["function"] for t in result["top"])).splitlines()
         for top, name in zip(result["top"], names):
             if top["share"] < 0.001:
@@ -214,7 +226,7 @@ def callgrind(args):
     for result in results:
         if ours and result is not ours:
             print(f"{OURS} / {result['server']}: {ours['instructions_per_msg'] / result['instructions_per_msg']:.2f}x "
-                  f"instructions per message")
+                  f"instructions per message, {_syscalls(ours) / max(_syscalls(result), 1e-9):.2f}x syscalls")
     baseline = load_json(os.path.join(PERF_DIR, "baseline-instr.json"))
     before = next((r for r in (baseline or {}).get("results", []) if r["server"] == OURS), None)
     if ours and before:
@@ -227,6 +239,10 @@ def callgrind(args):
                    "duration_s": args.duration, "results": results}, file, indent=1)
     print(f"results: {os.path.relpath(path)}")
     return 0
+
+
+def _syscalls(result):
+    return sum(result["syscalls_per_msg"].values())
 
 
 # --- perf record ------------------------------------------------------------------

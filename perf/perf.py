@@ -167,10 +167,13 @@ def medians(rows):
         row = dict(group[0])
         if len(group) > 1:
             for key, value in group[0].items():
+                if key in ("connections", "client_exit"):
+                    continue  # not figures
                 values = [r.get(key) for r in group]
                 if isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
                     row[key] = statistics.median(values)
             row["errors"] = sum(r.get("errors", 0) or 0 for r in group)
+            row["client_exit"] = max((r.get("client_exit") or 0 for r in group), default=0)
             row["repeats"] = len(group)
             row.pop("client", None)
         merged.append(row)
@@ -217,50 +220,22 @@ def run(args):
           f"+ {args.idle} idle connections; about {estimate:.0f} s", flush=True)
 
     log_dir = tempfile.mkdtemp(prefix="reactor-perf-")
-    rows, exits, info = [], {}, {}
-    failed = False
     try:
         with procs.Supervisor(log_dir) as supervisor:
-            running, taken = [], set()
-            for server in under_test:
-                port = procs.free_port(args.port if not running else max(taken) + 1, taken)
-                taken.add(port)
-                running.append(servers.start(supervisor, server, port, args.loops))
-            for server in running:
-                info[server.name] = {"binary": server.server.binary, "port": server.port,
-                                     "base_rss_kib": server.base_rss_kib}
-                rows.append({"server": server.name, "load": "base", "connections": 0,
-                             "rss_mib": server.base_rss_kib / 1024})
-                if args.idle > 0:
-                    rows += measure_idle(server, args.idle)
-            total, done = len(loads) * args.repeat * len(running), 0
-            for repeat in range(args.repeat):
-                for index, load in enumerate(loads):
-                    # Alternate servers, and rotate who goes first, so drift spreads evenly.
-                    shift = (repeat + index) % len(running)
-                    for server in running[shift:] + running[:shift]:
-                        if server.process.poll() is not None:
-                            raise RuntimeError(f"{server.name} exited ({server.process.returncode}):\n"
-                                               f"{procs.log_tail(server.process)}")
-                        row = measure_flood(supervisor, server, load, args)
-                        rows.append(row)
-                        done += 1
-                        print(f"  [{done}/{total}] {progress(row)}", flush=True)
-            for server in running:
-                exits[server.name] = supervisor.stop(server.process)
-                info[server.name]["exit_status"] = exits[server.name]
+            running = start_servers(supervisor, under_test, args)
+            rows = measure_memory(running, args)
+            rows += measure_loads(supervisor, running, loads, args)
+            info = {server.name: {"binary": server.server.binary, "port": server.port,
+                                  "base_rss_kib": server.base_rss_kib,
+                                  "exit_status": supervisor.stop(server.process)} for server in running}
     except (KeyboardInterrupt, procs.Stopped):
         print("\nperf: interrupted; servers stopped", file=sys.stderr)
+        shutil.rmtree(log_dir, ignore_errors=True)
         return 130
     except RuntimeError as error:
-        print(f"perf: {error}", file=sys.stderr)
-        failed = True
-    finally:
-        if not failed:
-            shutil.rmtree(log_dir, ignore_errors=True)
-    if failed:
-        print(f"perf: logs kept in {log_dir}", file=sys.stderr)
+        print(f"perf: {error}\nperf: logs kept in {log_dir}", file=sys.stderr)
         return 1
+    shutil.rmtree(log_dir, ignore_errors=True)
 
     merged = medians(rows)
     results = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "git": git_revision(), "machine": machine(),
@@ -273,10 +248,48 @@ def run(args):
         json.dump(results, file, indent=1)
     elapsed = time.monotonic() - started
     print(f"results: {os.path.relpath(args.results)}; took {elapsed:.0f} s")
-    if exits.get(OURS) not in (0, None):
-        print(f"perf: echo-server exited with status {exits[OURS]} on SIGTERM (expected 0)", file=sys.stderr)
+    if info[OURS]["exit_status"] != 0:
+        print(f"perf: echo-server exited with status {info[OURS]['exit_status']} on SIGTERM (expected 0)",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def start_servers(supervisor, under_test, args):
+    """Start every server at once, each on its own free port, ours first."""
+    running, port = [], args.port
+    for server in under_test:
+        port = procs.free_port(port)
+        running.append(servers.start(supervisor, server, port, args.loops))
+        port += 1
+    return running
+
+
+def measure_memory(running, args):
+    """Base RSS, then idle connections, on each fresh server (before any flood)."""
+    rows = []
+    for server in running:
+        rows.append({"server": server.name, "load": "base", "connections": 0,
+                     "rss_mib": server.base_rss_kib / 1024})
+        if args.idle > 0:
+            rows += measure_idle(server, args.idle)
+    return rows
+
+
+def measure_loads(supervisor, running, loads, args):
+    """Every load against every server, alternating servers; `--repeat` times."""
+    rows, total = [], len(loads) * args.repeat * len(running)
+    for repeat in range(args.repeat):
+        for index, load in enumerate(loads):
+            # Rotate who goes first, so slow drift of the machine spreads over all servers.
+            shift = (repeat + index) % len(running)
+            for server in running[shift:] + running[:shift]:
+                if server.process.poll() is not None:
+                    raise RuntimeError(f"{server.name} exited ({server.process.returncode}):\n"
+                                       f"{procs.log_tail(server.process)}")
+                rows.append(measure_flood(supervisor, server, load, args))
+                print(f"  [{len(rows)}/{total}] {progress(rows[-1])}", flush=True)
+    return rows
 
 
 def progress(row):

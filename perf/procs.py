@@ -110,7 +110,12 @@ def _raise_stopped(signum, _frame):
 
 
 def stop_on_signals():
-    """Turn SIGTERM/SIGHUP into an exception, like Ctrl-C, so cleanup runs."""
+    """Turn SIGTERM/SIGHUP into an exception, like Ctrl-C, so cleanup runs.
+
+    SIGINT gets Python's handler even when started with it ignored (as a
+    shell's background job is), so Ctrl-C always unwinds through `finally`.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
 

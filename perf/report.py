@@ -57,8 +57,12 @@ def results_table(rows):
 
 def _ratio(ours, theirs, direction, threshold=None):
     """'1.05', with '!' when worse than `threshold` (e.g. 0.15) in `direction`."""
-    if ours is None or theirs is None or theirs == 0 or ours == 0 and theirs == 0:
+    if ours is None or theirs is None:
         return "-"
+    if theirs == 0:
+        if ours == 0:
+            return "1.00"
+        return "inf!" if direction < 0 and threshold is not None else "inf"
     ratio = ours / theirs
     worse = threshold is not None and direction and (ratio - 1) * direction < -threshold
     return f"{ratio:.2f}{'!' if worse else ''}"
@@ -88,8 +92,21 @@ def baseline_comparison(rows, baseline, ours, threshold=0.15):
     if not table:
         return "the baseline has no rows for the same loads"
     when = baseline.get("date", "?")
+    drift = _reference_drift(rows, baseline, ours)
     return (f"now / baseline ({when}, {baseline.get('git', '?')}): >1 = larger now; "
-            f"'!' = worse by more than {threshold:.0%} (runs drift +-20% on a shared machine)\n{table}")
+            f"'!' = worse by more than {threshold:.0%} (runs drift +-20% on a shared machine)\n{table}{drift}")
+
+
+def _reference_drift(rows, baseline, ours):
+    """How much a peer moved since the baseline: the machine's drift, not ours."""
+    before = {(row["server"], row["load"]): row for row in baseline.get("rows", [])}
+    for peer in sorted({row["server"] for row in rows} - {ours}):
+        ratios = [f"{row['load']} {row['msgs_per_sec'] / old['msgs_per_sec']:.2f}" for row in rows
+                  if row["server"] == peer and row.get("msgs_per_sec")
+                  and (old := before.get((peer, row["load"]))) and old.get("msgs_per_sec")]
+        if ratios:
+            return f"\nmachine drift, {peer} msgs/s now / baseline: " + ", ".join(ratios)
+    return ""
 
 
 def peer_comparison(rows, peer, ours):
