@@ -14,8 +14,21 @@ final class ClientConnection: ConnectionHandler {
     enum State: UInt8 { case idle, connecting, open, finishing, closed }
 
     let id: Int
-    /// The worker owns its clients and outlives them (both live as long as the run).
-    private unowned(unsafe) let worker: LoopWorker
+    /// The worker owns its clients and outlives them (both live as long as the
+    /// run). Unmanaged rather than unowned(unsafe), which costs a retain and a
+    /// release around every use (callgrind).
+    private let workerReference: Unmanaged<LoopWorker>
+    @inline(__always) private var worker: LoopWorker { workerReference.takeUnretainedValue() }
+    /// The hot path's calls into the worker, without the retain and release
+    /// a strong reference would cost around each.
+    @inline(__always)
+    private func onWorker<Result>(_ body: (LoopWorker) -> Result) -> Result {
+        workerReference._withUnsafeGuaranteedRef(body)
+    }
+    private let isPing: Bool
+    private let coalesce: Bool
+    private let roundPeriod: UInt64
+    private let maxPendingOutput: Int
     private let pattern: Pattern
     private let phase: Int
     private let mode: LoadMode
@@ -23,24 +36,26 @@ final class ClientConnection: ConnectionHandler {
     private let writeSize: Int
     private let size: Int
 
-    private(set) var state = State.idle
-    private var connection: Connection?
+    // @exclusivity(unchecked) on the state every round touches: only the
+    // loop's thread uses it, never in overlapping accesses (see LoopWorker).
+    @exclusivity(unchecked) private(set) var state = State.idle
+    @exclusivity(unchecked) private var connection: Connection?
     private var connectStartedAt: UInt64 = 0
     private var openedOnce = false
 
     /// Stream offsets: bytes handed to `write`, and bytes echoed (and verified).
-    private(set) var sentBytes: UInt64 = 0
-    private(set) var echoedBytes: UInt64 = 0
-    private(set) var unitsSent: UInt64 = 0
-    private(set) var unitsEchoed: UInt64 = 0
+    @exclusivity(unchecked) private(set) var sentBytes: UInt64 = 0
+    @exclusivity(unchecked) private(set) var echoedBytes: UInt64 = 0
+    @exclusivity(unchecked) private(set) var unitsSent: UInt64 = 0
+    @exclusivity(unchecked) private(set) var unitsEchoed: UInt64 = 0
     /// The last unit a mismatch was counted for, so a unit counts once.
-    private var lastBadUnit = UInt64.max
+    @exclusivity(unchecked) private var lastBadUnit = UInt64.max
 
     /// Closed loop: when the unit in flight was sent.
-    private var unitStartedAt: UInt64 = 0
+    @exclusivity(unchecked) private var unitStartedAt: UInt64 = 0
     /// Open loop: the intended send time of unit 0, and units due so far.
-    private var firstIntendedAt: UInt64 = 0
-    private var unitsIntended: UInt64 = 0
+    @exclusivity(unchecked) private var firstIntendedAt: UInt64 = 0
+    @exclusivity(unchecked) private var unitsIntended: UInt64 = 0
     /// Stream mode: send time of each chunk in flight, a ring indexed by chunk number.
     private var sendTimes: UnsafeMutablePointer<UInt64>?
     private var sendTimesCapacity = 0
@@ -48,8 +63,12 @@ final class ClientConnection: ConnectionHandler {
 
     init(id: Int, worker: LoopWorker) {
         self.id = id
-        self.worker = worker
+        workerReference = .passUnretained(worker)
         let configuration = worker.configuration
+        isPing = configuration.ping != nil
+        coalesce = configuration.coalesce
+        roundPeriod = configuration.roundPeriod
+        maxPendingOutput = configuration.maxPendingOutput
         pattern = worker.pattern
         phase = worker.pattern.phase(for: id)
         mode = configuration.mode
@@ -116,7 +135,8 @@ final class ClientConnection: ConnectionHandler {
             remaining -= count
         }
         unitsSent &+= 1
-        worker.sent(Int(unitBytes), at: now)
+        let count = Int(unitBytes)
+        onWorker { $0.sent(count, at: now) }
     }
 
     /// Open loop: the pacer says a round of this connection was due at `intendedAt`.
@@ -133,10 +153,11 @@ final class ClientConnection: ConnectionHandler {
     @inline(__always)
     private func sendDueRounds(at now: UInt64) {
         guard state == .open, let connection else { return }
-        let limit = worker.configuration.maxPendingOutput
+        let limit = maxPendingOutput
         while unitsSent < unitsIntended, connection.pendingOutputBytes <= limit, !connection.isClosed {
-            let intendedAt = firstIntendedAt &+ unitsSent &* worker.configuration.roundPeriod
-            worker.sendLag(now >= intendedAt ? now - intendedAt : 0, at: now)
+            let intendedAt = firstIntendedAt &+ unitsSent &* roundPeriod
+            let lag = now >= intendedAt ? now - intendedAt : 0
+            onWorker { $0.sendLag(lag, at: now) }
             writeUnit(connection, at: now)
         }
     }
@@ -148,8 +169,8 @@ final class ClientConnection: ConnectionHandler {
         let chunk = UInt64(size)
         let room = (window - outstandingBytes) / chunk
         guard room > 0 else { return }
-        let chunks = worker.configuration.coalesce ? room : 1
-        var remaining = worker.configuration.coalesce ? Int(room * chunk) : Int(chunk)
+        let chunks = coalesce ? room : 1
+        var remaining = coalesce ? Int(room * chunk) : Int(chunk)
         var written = 0
         while true {
             while remaining > 0 {
@@ -166,7 +187,7 @@ final class ClientConnection: ConnectionHandler {
             if connection.isClosed || (window - outstandingBytes) < chunk { break }
             remaining = Int(chunk) // one message per write: next chunk
         }
-        worker.sent(written, at: now)
+        onWorker { $0.sent(written, at: now) }
     }
 
     func connectionDrained(_ connection: Connection) {
@@ -188,12 +209,13 @@ final class ClientConnection: ConnectionHandler {
         }
         if !pattern.matches(bytes, phase: phase, offset: echoedBytes) { countMismatches(in: bytes) }
         echoedBytes &+= UInt64(bytes.count)
-        worker.echoed(bytes.count, at: now)
+        let count = bytes.count
+        onWorker { $0.echoed(count, at: now) }
         while echoedBytes >= (unitsEchoed &+ 1) &* unitBytes { completeUnit(at: now) }
         switch mode {
         case .closed: break
         case .open:
-            worker.pacer?.poll(now: now) // send what fell due meanwhile, without waiting for the timer
+            onWorker { $0.pacer?.poll(now: now) } // send what fell due meanwhile, without waiting for the timer
             sendDueRounds(at: now)
         case .stream: fillWindow(at: now)
         }
@@ -205,14 +227,14 @@ final class ClientConnection: ConnectionHandler {
         let startedAt: UInt64
         switch mode {
         case .closed: startedAt = unitStartedAt
-        case .open: startedAt = firstIntendedAt &+ unitsEchoed &* worker.configuration.roundPeriod
+        case .open: startedAt = firstIntendedAt &+ unitsEchoed &* roundPeriod
         case .stream: startedAt = sendTimes![Int(unitsEchoed % UInt64(sendTimesCapacity))]
         }
         unitsEchoed &+= 1
         let latency = now >= startedAt ? now - startedAt : 0
-        worker.unitCompleted(latency: latency, at: now)
+        onWorker { $0.unitCompleted(latency: latency, at: now) }
         guard mode == .closed, state == .open else { return }
-        if let ping = worker.ping {
+        if isPing, let ping = worker.ping {
             ping.roundCompleted(self, number: unitsEchoed, bytes: unitBytes, latency: latency,
                                 mismatched: lastBadUnit == unitsEchoed &- 1, at: now)
         } else {

@@ -15,8 +15,9 @@ import Reactor
 /// recorded latency) and polled on every read, which sends what fell due
 /// meanwhile without waiting for the timer.
 final class OpenLoopPacer {
-    /// The worker owns the pacer and outlives it.
-    private unowned(unsafe) let worker: LoopWorker
+    /// The worker owns the pacer and outlives it (Unmanaged: no retain per use).
+    private let workerReference: Unmanaged<LoopWorker>
+    @inline(__always) private var worker: LoopWorker { workerReference.takeUnretainedValue() }
     private let period: UInt64
     private let slots: Int
     private var cycleStart: UInt64
@@ -31,7 +32,7 @@ final class OpenLoopPacer {
     private static let maximumVisitsPerPoll = 65_536
 
     init(worker: LoopWorker, start: UInt64, period: UInt64) {
-        self.worker = worker
+        workerReference = .passUnretained(worker)
         self.period = period
         self.slots = worker.clients.count
         self.cycleStart = start
