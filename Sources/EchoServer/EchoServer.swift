@@ -60,6 +60,11 @@ struct EchoServer: ParsableCommand {
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // A shell starts background jobs with SIGINT ignored, and an ignored
+        // signal is discarded before any signalfd can see it: restore the default
+        // (harmless now that both are blocked).
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
 
         var configuration = Server.Configuration()
         configuration.host = host
