@@ -75,6 +75,11 @@ enum Interrupts {
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // A shell starts background jobs with SIGINT ignored, and an ignored
+        // signal is discarded before sigwait can take it: back to the default
+        // action, which never runs while the signals are blocked.
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
         let blocked = signals
         _ = try LoopThread(name: "signals") {
             var signals = blocked
