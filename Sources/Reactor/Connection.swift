@@ -75,9 +75,6 @@ public struct Connection: Hashable, Sendable {
         return slot.pointee.phase == .closing
     }
 
-    /// When the peer last sent something (loop ticks); nil once closed.
-    var lastActivity: UInt32? { slot?.pointee.lastActivity }
-
     /// Bytes written but not yet taken by the kernel.
     public var pendingOutputBytes: Int { slot?.pointee.output.count ?? 0 }
 

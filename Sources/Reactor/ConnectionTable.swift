@@ -81,13 +81,14 @@ final class ConnectionTable {
         return chunks[index]! + (Int(fd) & (Self.chunkSize - 1))
     }
 
-    /// Every slot in use (token != 0), for shutdown; connections may close
-    /// while this runs, since each is looked up afresh.
-    func forEachOpen(_ body: (Connection.ID) -> Void) {
+    /// Every slot in use (token != 0), with its connection's last activity,
+    /// for shutdown and idle sweeps. `body` may close connections: each slot
+    /// is read afresh.
+    func forEachOpen(_ body: (Connection.ID, _ lastActivity: UInt32) -> Void) {
         for index in 0..<chunkCount {
             guard let chunk = chunks[index] else { continue }
             for offset in 0..<Self.chunkSize where chunk[offset].token != 0 {
-                body(chunk[offset].token)
+                body(chunk[offset].token, chunk[offset].lastActivity)
             }
         }
     }

@@ -123,7 +123,7 @@ public final class EventLoop: @unchecked Sendable {
             }
             if timers.earliestDeadline <= now { runDueTimers() }
         }
-        connections.forEachOpen { Connection(loop: self, id: $0).close(reason: .shutdown, on: self) }
+        connections.forEachOpen { id, _ in Connection(loop: self, id: id).close(reason: .shutdown, on: self) }
         for source in sources.values { source.close() }
         ownerThread = nil
     }
@@ -259,7 +259,7 @@ public final class EventLoop: @unchecked Sendable {
     func closeGracefully() {
         stopWhenEmpty = true
         for case let listener as Listener in sources.values { listener.close() }
-        connections.forEachOpen { Connection(loop: self, id: $0).finishGracefully(on: self) }
+        connections.forEachOpen { id, _ in Connection(loop: self, id: id).finishGracefully(on: self) }
         if connectionCount == 0 { running = false }
     }
 }

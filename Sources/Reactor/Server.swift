@@ -127,9 +127,8 @@ public final class Server: Sendable {
 
     private func adopt(_ fd: Int32, on loop: EventLoop) {
         // A connection that fails to register is closed at once, and the
-        // closed hook already gave its place back.
-        guard let connection = loop.adopt(fd, handler: makeHandler(loop)) else { return }
-        loop.idleTimeouts?.track(connection)
+        // closed hook gives its place back.
+        loop.adopt(fd, handler: makeHandler(loop))
     }
 
     /// Totals over all loops. Any thread.
