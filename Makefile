@@ -37,6 +37,9 @@ PERF_IDLE         ?= 1000
 PERF_THREADS      ?= 2
 PERF_REPEAT       ?= 1
 PERF_CLIENT_FLAGS ?=
+# Each round as one send: every server then sees 1 recv + 1 send per round, and
+# the count repeats to 1%; INSTR_CLIENT_FLAGS= sends the 10 messages one by one.
+INSTR_CLIENT_FLAGS ?= --coalesce
 LOOPS             ?= 1
 PEERS             ?= 0
 INSTR_DURATION    ?= 3
@@ -47,24 +50,25 @@ PROFILE_CONNS     ?= 100
 
 PERF_COMMON = --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
 	--port $(PERF_PORT) --loops $(LOOPS) --threads $(PERF_THREADS) \
-	$(if $(filter 1 yes true,$(PEERS)),--peers) \
-	$(if $(strip $(PERF_CLIENT_FLAGS)),--client-flags $(PERF_CLIENT_FLAGS))
+	$(if $(filter 1 yes true,$(PEERS)),--peers)
 
 .PHONY: perf perf-baseline perf-instr profile peers
 
 perf: release
 	$(PYTHON) perf/perf.py run $(PERF_COMMON) --duration $(PERF_DURATION) --warmup $(PERF_WARMUP) \
-		--conns $(PERF_CONNS) --stream-conns $(PERF_STREAM_CONNS) --idle $(PERF_IDLE) --repeat $(PERF_REPEAT)
+		--conns $(PERF_CONNS) --stream-conns $(PERF_STREAM_CONNS) --idle $(PERF_IDLE) --repeat $(PERF_REPEAT) \
+		'--client-flags=$(PERF_CLIENT_FLAGS)'
 
 perf-baseline:
 	$(PYTHON) perf/perf.py baseline
 
 perf-instr: release
 	$(PYTHON) perf/perf.py instr $(PERF_COMMON) --duration $(INSTR_DURATION) --warmup $(INSTR_WARMUP) \
-		--connections $(INSTR_CONNS)
+		--connections $(INSTR_CONNS) '--client-flags=$(INSTR_CLIENT_FLAGS)'
 
 profile: release
-	$(PYTHON) perf/perf.py profile $(PERF_COMMON) --duration $(PROFILE_DURATION) --connections $(PROFILE_CONNS)
+	$(PYTHON) perf/perf.py profile $(PERF_COMMON) --duration $(PROFILE_DURATION) --connections $(PROFILE_CONNS) \
+		'--client-flags=$(PERF_CLIENT_FLAGS)'
 
 peers:
 	$(PYTHON) perf/perf.py peers

@@ -183,7 +183,8 @@ def callgrind(args):
     under_test = [servers.ours(args.server)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
-    print(f"perf-instr: callgrind, course pattern, {args.connections} connections, "
+    print(f"perf-instr: callgrind, course pattern, {args.connections} connections"
+          f"{', each round one send' if '--coalesce' in args.client_flags else ', ten sends per round'}, "
           f"{args.duration:g} s measured after a {args.warmup:g} s warm-up flood", flush=True)
     work = tempfile.mkdtemp(prefix="reactor-callgrind-")
     results = []
@@ -229,13 +230,17 @@ def callgrind(args):
                   f"instructions per message, {_syscalls(ours) / max(_syscalls(result), 1e-9):.2f}x syscalls")
     baseline = load_json(os.path.join(PERF_DIR, "baseline-instr.json"))
     before = next((r for r in (baseline or {}).get("results", []) if r["server"] == OURS), None)
-    if ours and before:
+    if ours and before and baseline.get("client_flags") != list(args.client_flags):
+        print(f"baseline ({baseline.get('date')}) was measured with client flags {baseline.get('client_flags')}: "
+              f"not compared")
+    elif ours and before:
         print(f"{OURS} now / baseline ({baseline.get('date')}): "
               f"{ours['instructions_per_msg'] / before['instructions_per_msg']:.3f}x "
               f"({before['instructions_per_msg']:,.1f} -> {ours['instructions_per_msg']:,.1f})")
     path = os.path.join(PERF_DIR, "results-instr.json")
     with open(path, "w") as file:
         json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "connections": args.connections,
+                   "client_flags": list(args.client_flags),
                    "duration_s": args.duration, "results": results}, file, indent=1)
     print(f"results: {os.path.relpath(path)}")
     return 0

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -356,7 +357,8 @@ def main():
         command.add_argument("--loops", type=int, default=1, help="event loops of every server")
         command.add_argument("--threads", type=int, default=2, help="dummy-client threads")
         command.add_argument("--peers", action="store_true", help="also measure the built peers")
-        command.add_argument("--client-flags", nargs="*", default=[], help="extra dummy-client flags")
+        command.add_argument("--client-flags", type=shlex.split, default=[],
+                             help="extra dummy-client flags, one string: --client-flags='--coalesce'")
 
     measure = commands.add_parser("run", help="the load matrix (make perf)")
     common(measure)
@@ -379,6 +381,7 @@ def main():
     instr_command.add_argument("--warmup", type=float, default=2, help="warm-up flood seconds")
     instr_command.add_argument("--connections", type=int, default=10)
     instr_command.add_argument("--top", type=int, default=15, help="functions to list")
+    instr_command.set_defaults(client_flags=["--coalesce"])
 
     profile_command = commands.add_parser("profile", help="CPU profile under the c=100 flood (perf record)")
     common(profile_command)

@@ -160,7 +160,7 @@ set ylabel "msgs/s (echoed)"
 plot {plots(0)}
 set logscale y
 set yrange [*:*]
-set format y "%g"
+set format y "%.0s%c"
 set ylabel "p99 round trip (us, log)"
 plot {plots(1)}
 unset multiplot
