@@ -136,12 +136,20 @@ public struct Connection: Hashable, Sendable {
         bytes.withUnsafeBytes { write($0) }
     }
 
-    /// Closes once all queued output is flushed; reads nothing more.
+    /// Closes once all queued output is flushed; reads nothing more. A
+    /// connect still under way is abandoned at once.
     public func close() {
         withLoop { loop in
-            guard let slot = slot(on: loop), slot.pointee.phase == .open || slot.pointee.phase == .peerFinished else { return }
-            slot.pointee.phase = .closeRequested
-            finishIfFlushed(slot, on: loop)
+            guard let slot = slot(on: loop) else { return }
+            switch slot.pointee.phase {
+            case .connecting:
+                close(slot, reason: .local, on: loop)
+            case .open, .peerFinished:
+                slot.pointee.phase = .closeRequested
+                finishIfFlushed(slot, on: loop)
+            case .closeRequested, .closing:
+                return
+            }
         }
     }
 
