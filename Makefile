@@ -22,7 +22,7 @@ test:
 	$(SWIFT) test
 
 clean:
-	rm -rf .build .build-static
+	rm -rf .build .build-static Benchmarks/.build
 
 # --- Performance, end to end in separate processes (perf/perf.py; Python 3 stdlib) ---
 # make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3]; make perf-baseline;
