@@ -23,10 +23,16 @@ let package = Package(
             name: "Reactor",
             dependencies: ["CEpoll"]
         ),
+        // What both executables' command lines share: flag checks, stop signals.
+        .target(
+            name: "CommandLineSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "EchoServer",
             dependencies: [
                 "Reactor",
+                "CommandLineSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -41,6 +47,7 @@ let package = Package(
             name: "DummyClient",
             dependencies: [
                 "Reactor",
+                "CommandLineSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

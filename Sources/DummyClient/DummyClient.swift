@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import Reactor
 #if canImport(Glibc)
 import Glibc
@@ -46,13 +47,6 @@ struct TrafficOptions: ParsableArguments {
         } catch {
             throw ValidationError("--host: \(error)")
         }
-    }
-}
-
-/// Throws the flag's name and its allowed range when `value` is outside it.
-func check<Value: Comparable>(_ flag: String, _ value: Value, _ range: ClosedRange<Value>) throws {
-    guard range.contains(value) else {
-        throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound) (got \(value))")
     }
 }
 

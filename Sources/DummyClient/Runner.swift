@@ -1,3 +1,4 @@
+import CommandLineSupport
 import Reactor
 #if canImport(Glibc)
 import Glibc
@@ -67,20 +68,10 @@ enum Runner {
 /// Ctrl-C (SIGINT) and SIGTERM end the run early and still print the summary;
 /// a second one exits at once.
 enum Interrupts {
-    /// Blocks the signals in the calling thread, so every thread started
-    /// afterwards inherits the mask, and waits for them on a thread of its own.
+    /// Blocks the signals (before any loop thread starts) and waits for them
+    /// on a thread of its own.
     static func forward(to control: RunControl) throws {
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        // A shell starts background jobs with SIGINT ignored, and an ignored
-        // signal is discarded before sigwait can take it: back to the default
-        // action, which never runs while the signals are blocked.
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
-        let blocked = signals
+        let blocked = blockStopSignals()
         _ = try LoopThread(name: "signals") {
             var signals = blocked
             var received: Int32 = 0

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import Logging
 import Reactor
 #if canImport(Glibc)
@@ -53,18 +54,9 @@ struct EchoServer: ParsableCommand {
         var logger = Logger(label: "echo-server")
         logger.logLevel = verbose ? .debug : .info
         FileDescriptorLimit.raiseToMaximum()
-        // Signals arrive through a signalfd on loop 0: block them before any
-        // thread starts so that no thread takes them the default way.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        // A shell starts background jobs with SIGINT ignored, and an ignored
-        // signal is discarded before any signalfd can see it: restore the default
-        // (harmless now that both are blocked).
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
+        // Signals arrive through a signalfd on loop 0: blocked before any
+        // thread starts, so that no thread takes them the default way.
+        _ = blockStopSignals()
 
         var configuration = Server.Configuration()
         configuration.host = host
@@ -101,11 +93,5 @@ struct EchoServer: ParsableCommand {
         }
         let totals = server.statistics
         logger.info("stopped: \(totals.opened) accepted, \(totals.refused) refused, \(totals.bytesReceived) B in, \(totals.bytesSent) B out")
-    }
-
-    private func check<Value: Comparable>(_ flag: String, _ value: Value, _ range: ClosedRange<Value>) throws {
-        guard range.contains(value) else {
-            throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound) (got \(value))")
-        }
     }
 }

@@ -1,0 +1,21 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Blocks SIGINT and SIGTERM in the calling thread, so every thread started
+/// afterwards inherits the mask and the signals wait for whoever takes them
+/// (a signalfd or sigwait), and returns that set.
+///
+/// A shell starts background jobs with SIGINT ignored, and an ignored signal
+/// is discarded before a signalfd or sigwait can see it, so both go back to
+/// the default action, which never runs while they are blocked.
+public func blockStopSignals() -> sigset_t {
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    sigaddset(&signals, SIGINT)
+    sigaddset(&signals, SIGTERM)
+    pthread_sigmask(SIG_BLOCK, &signals, nil)
+    signal(SIGINT, SIG_DFL)
+    signal(SIGTERM, SIG_DFL)
+    return signals
+}
