@@ -64,7 +64,7 @@ let package = Package(
             name: "DummyClientTests",
             // Runs the built dummy-client binary (`swift test` builds every product
             // first) against in-process servers, and unit-tests its pure parts.
-            dependencies: ["Reactor", "DummyClient"]
+            dependencies: ["Reactor", "DummyClient", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Foundation
 import Reactor
+import TestSupport
 import Testing
 @testable import DummyClient
 
@@ -7,8 +8,9 @@ import Testing
 /// Runs are bounded by their flags (and a watchdog); nothing asserts speed.
 @Suite struct DummyClientTests {
     @Test func pingRunsRoundsAndVerifies() throws {
-        let result = try withEchoServer { port in
-            try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
+        let result = try withServer(loops: 1) { server in
+            let port = server.port
+            return try runProgram("dummy-client", ["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
         }
         #expect(result.status == 0, "\(result.transcript)")
         let lines = result.standardOutput.split(separator: "\n")
@@ -20,16 +22,18 @@ import Testing
     }
 
     @Test func pingIsTheDefaultCommand() throws {
-        let result = try withEchoServer { port in
-            try DummyClientProcess.run(["--port", "\(port)", "--rounds", "2", "--interval", "0", "--size", "11", "--burst", "1"])
+        let result = try withServer(loops: 1) { server in
+            let port = server.port
+            return try runProgram("dummy-client", ["--port", "\(port)", "--rounds", "2", "--interval", "0", "--size", "11", "--burst", "1"])
         }
         #expect(result.status == 0, "\(result.transcript)")
         #expect(result.standardOutput.contains("round 2: sent 11 B, echoed 11 B in "), "\(result.transcript)")
     }
 
     @Test func floodWithHundredConnectionsVerifiesEverything() throws {
-        let result = try withEchoServer { port in
-            try DummyClientProcess.run([
+        let result = try withServer(loops: 1) { server in
+            let port = server.port
+            return try runProgram("dummy-client", [
                 "flood", "--port", "\(port)", "--connections", "100", "--duration", "1", "--warmup", "0.3",
                 "--json", "--quiet",
             ])
@@ -70,8 +74,9 @@ import Testing
 
     @Test(arguments: [["--mode", "stream", "--window", "4096"], ["--rate", "200"], ["--coalesce", "--threads", "2"]])
     func otherFloodModesVerify(_ flags: [String]) throws {
-        let result = try withEchoServer { port in
-            try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "10", "--duration", "0.5",
+        let result = try withServer(loops: 1) { server in
+            let port = server.port
+            return try runProgram("dummy-client", ["flood", "--port", "\(port)", "--connections", "10", "--duration", "0.5",
                                         "--warmup", "0.2", "--json", "--quiet"] + flags)
         }
         #expect(result.status == 0, "\(result.transcript)")
@@ -86,8 +91,9 @@ import Testing
     }
 
     @Test func pingCatchesAFlippedByte() throws {
-        let result = try withEchoServer(handler: { _ in CorruptingEchoHandler(flipAt: 1_517) }) { port in
-            try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
+        let result = try withServer(loops: 1, handler: { _ in CorruptingEchoHandler(flipAt: 1_517) }) { server in
+            let port = server.port
+            return try runProgram("dummy-client", ["ping", "--port", "\(port)", "--rounds", "3", "--interval", "0"])
         }
         #expect(result.status == 1, "\(result.transcript)")
         #expect(result.standardOutput.contains("round 2: sent 1000 B, echoed 1000 B in "), "\(result.transcript)")
@@ -96,8 +102,9 @@ import Testing
     }
 
     @Test func floodCountsMismatches() throws {
-        let result = try withEchoServer(handler: { _ in CorruptingEchoHandler(flipAt: 12_345) }) { port in
-            try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "4", "--duration", "0.5",
+        let result = try withServer(loops: 1, handler: { _ in CorruptingEchoHandler(flipAt: 12_345) }) { server in
+            let port = server.port
+            return try runProgram("dummy-client", ["flood", "--port", "\(port)", "--connections", "4", "--duration", "0.5",
                                         "--warmup", "0", "--json", "--quiet"])
         }
         #expect(result.status == 1, "\(result.transcript)")
@@ -110,11 +117,11 @@ import Testing
 
     @Test func connectionRefusedSaysSoAndFails() throws {
         try withRefusingPort { port in
-            let ping = try DummyClientProcess.run(["ping", "--port", "\(port)", "--rounds", "1"])
+            let ping = try runProgram("dummy-client", ["ping", "--port", "\(port)", "--rounds", "1"])
             #expect(ping.status == 1, "\(ping.transcript)")
             #expect(ping.standardError.contains("connect 127.0.0.1:\(port): Connection refused"), "\(ping.transcript)")
 
-            let flood = try DummyClientProcess.run(["flood", "--port", "\(port)", "--connections", "3",
+            let flood = try runProgram("dummy-client", ["flood", "--port", "\(port)", "--connections", "3",
                                                     "--duration", "5", "--json", "--quiet"])
             #expect(flood.status == 1, "\(flood.transcript)")
             #expect(flood.standardError.contains("connect 127.0.0.1:\(port): Connection refused"), "\(flood.transcript)")
@@ -137,7 +144,7 @@ import Testing
         (["flood", "--bogus"], "--bogus"),
     ])
     func badFlagsExit64NamingTheFlag(_ arguments: [String], _ message: String) throws {
-        let result = try DummyClientProcess.run(arguments)
+        let result = try runProgram("dummy-client", arguments)
         #expect(result.status == 64, "\(result.transcript)")
         #expect(result.standardError.contains(message), "\(result.transcript)")
     }
@@ -192,10 +199,10 @@ struct ForeignEchoServerTests {
     @Test func pingAndFloodAgainstAsyncioEcho() throws {
         let server = try PythonEchoServer()
         defer { server.stop() }
-        let ping = try DummyClientProcess.run(["ping", "--port", "\(server.port)", "--rounds", "3", "--interval", "0"])
+        let ping = try runProgram("dummy-client", ["ping", "--port", "\(server.port)", "--rounds", "3", "--interval", "0"])
         #expect(ping.status == 0, "\(ping.transcript)")
         #expect(ping.standardOutput.contains("3 rounds, 3000 B sent, 3000 B echoed, all verified"), "\(ping.transcript)")
-        let flood = try DummyClientProcess.run(["flood", "--port", "\(server.port)", "--connections", "20",
+        let flood = try runProgram("dummy-client", ["flood", "--port", "\(server.port)", "--connections", "20",
                                                 "--duration", "0.5", "--warmup", "0.2", "--quiet"])
         #expect(flood.status == 0, "\(flood.transcript)")
         #expect(flood.standardOutput.contains("0 mismatches, 0 short echoes, 0 resets, 0 connect failures"), "\(flood.transcript)")

@@ -25,9 +25,9 @@ struct EchoServerProcessTests {
         (["--idle-timeout", "-1"], "--idle-timeout"),
     ])
     func badFlagExits64NamingTheFlag(arguments: [String], flag: String) throws {
-        let result = try ServerProcess.run("echo-server", arguments)
+        let result = try runProgram("echo-server", arguments)
         #expect(result.status == 64)
-        #expect(result.error.contains(flag), "\(result.error)")
+        #expect(result.standardError.contains(flag), "\(result.standardError)")
     }
 
     @Test func listensOnLoopbackAndStopsOnSIGTERMWithStatus0() throws {
@@ -43,9 +43,9 @@ struct EchoServerProcessTests {
 
     @Test func portInUseFailsWithTheCallAndErrnoText() throws {
         let (first, port) = try startServer()
-        let second = try ServerProcess.run("echo-server", ["--port", "\(port)"])
+        let second = try runProgram("echo-server", ["--port", "\(port)"])
         #expect(second.status == 1)
-        #expect(second.error.contains("bind 127.0.0.1:\(port): Address already in use"), "\(second.error)")
+        #expect(second.standardError.contains("bind 127.0.0.1:\(port): Address already in use"), "\(second.standardError)")
         first.signal(SIGINT)
         #expect(first.waitForExit() == 0)
     }

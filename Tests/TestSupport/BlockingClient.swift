@@ -174,3 +174,26 @@ public final class Recorded<Value: Sendable>: Sendable {
     public var values: [Value] { storage.withLock { $0 } }
     public var count: Int { storage.withLock { $0.count } }
 }
+
+/// A loopback port where nothing listens, reserved while `body` runs: a socket
+/// bound to it but not listening, so a connect is refused and no other test
+/// can take the port meanwhile.
+public func withRefusingPort<Result>(_ body: (UInt16) throws -> Result) throws -> Result {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw SystemError("socket") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    guard bound == 0 else { throw SystemError("bind") }
+    let named = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    guard named == 0 else { throw SystemError("getsockname") }
+    return try body(UInt16(bigEndian: address.sin_port))
+}

@@ -99,12 +99,4 @@ public final class ServerProcess {
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
         return (Int(line.split(separator: " ")[1]) ?? 0) * 1024
     }
-
-    /// Runs an executable of this package to completion: (status, stdout, stderr).
-    public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let child = try ServerProcess(executable, arguments: arguments)
-        let output = child.standardOutput()
-        let error = child.standardError()
-        return (child.waitForExit(), output, error)
-    }
 }
