@@ -67,14 +67,14 @@ struct EchoServer: ParsableCommand {
         configuration.backpressure = Backpressure(highWaterMark: maxPendingBytes, lowWaterMark: maxPendingBytes / 4)
         configuration.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
 
-        let echo = EchoHandler()
         let verbose = verbose
         let eventLogger = logger
         let server: Server
         do {
-            server = try Server(configuration: configuration, errors: { eventLogger.warning("\($0)") }) { _ in
-                verbose ? LoggingEchoHandler(logger: eventLogger) : echo as any ConnectionHandler
-            }
+            let errors: @Sendable (SystemError) -> Void = { eventLogger.warning("\($0)") }
+            server = verbose
+                ? try Server(configuration: configuration, errors: errors) { _ in LoggingEchoHandler(logger: eventLogger) }
+                : try Server(configuration: configuration, errors: errors, handler: EchoHandler())
             let gracePeriod = Duration.seconds(shutdownTimeout)
             var signalsSeen = 0
             try server.loops[0].watchSignals([SIGINT, SIGTERM]) { signal in

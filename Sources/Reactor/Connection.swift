@@ -181,7 +181,14 @@ public struct Connection: Hashable, Sendable {
             switch Socket.receive(fd, into: buffer, count: capacity) {
             case .transferred(let count):
                 increment(loop.stats.bytesReceived, by: UInt64(count))
-                slot.pointee.handler?.connection(self, received: UnsafeRawBufferPointer(start: buffer, count: count))
+                let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
+                // Spelled out, not through a helper taking a closure: that way the
+                // shared handler, a `let` of the loop, is called without a retain.
+                if let handler = slot.pointee.handler {
+                    handler.connection(self, received: bytes)
+                } else {
+                    loop.sharedHandler?.connection(self, received: bytes)
+                }
                 // A short read means the socket is drained: skip the read that would say EAGAIN.
                 if count < capacity || slot.pointee.token != id || slot.pointee.interest & Self.readBits == 0 { return }
                 if slot.pointee.phase != .open { return }
@@ -211,7 +218,7 @@ public struct Connection: Hashable, Sendable {
         }
         if slot.pointee.phase != .open { return finishIfFlushed(slot, on: loop) }
         updateInterest(slot, on: loop)
-        slot.pointee.handler?.connectionDrained(self)
+        (slot.pointee.handler ?? loop.sharedHandler)?.connectionDrained(self)
     }
 
     /// A finishing connection closes once its output is gone; until then it
@@ -253,7 +260,7 @@ public struct Connection: Hashable, Sendable {
         loop.connectTargets[id] = nil
         Socket.setNoDelay(fd)
         updateInterest(slot, on: loop)
-        if slot.pointee.token == id { slot.pointee.handler?.connectionOpened(self) }
+        if slot.pointee.token == id { (slot.pointee.handler ?? loop.sharedHandler)?.connectionOpened(self) }
     }
 
     /// Where a failed connect was headed (the loop remembers it until then).
@@ -294,9 +301,9 @@ public struct Connection: Hashable, Sendable {
         Glibc.close(fd) // also removes it from the epoll set
         increment(loop.stats.closed)
         loop.connectionClosed()
-        let handler = slot.pointee.handler
+        let ownHandler = slot.pointee.handler
         slot.pointee.handler = nil
-        handler?.connectionClosed(self, reason: reason)
+        (ownHandler ?? loop.sharedHandler)?.connectionClosed(self, reason: reason)
         // Free the slot last: the fd number may be reused by the very next accept.
         if slot.pointee.token == id { slot.pointee.token = 0 }
     }

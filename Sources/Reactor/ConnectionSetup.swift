@@ -4,19 +4,21 @@ import Glibc
 
 extension EventLoop {
     /// Takes over an accepted non-blocking socket as a connection of this
-    /// loop and tells its handler it is open. Loop thread. On failure the fd
-    /// is closed and the handler hears `connectionClosed` with the error.
+    /// loop and tells its handler (`handler`, or else the loop's shared one)
+    /// it is open. Loop thread. On failure the fd is closed and the handler
+    /// hears `connectionClosed` with the error.
     @discardableResult
-    public func adopt(_ fd: Int32, handler: any ConnectionHandler) -> Connection? {
+    public func adopt(_ fd: Int32, handler: (any ConnectionHandler)? = nil) -> Connection? {
+        precondition(handler != nil || sharedHandler != nil, "adopt needs a handler or a loop with a shared one")
         Socket.setNoDelay(fd)
         do {
             let (connection, slot) = try register(connectionFD: fd, handler: handler, phase: .open)
-            handler.connectionOpened(connection)
+            (handler ?? sharedHandler)?.connectionOpened(connection)
             return slot.pointee.token == connection.id ? connection : nil
         } catch {
             close(fd)
             connectionClosedHook?()
-            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            (handler ?? sharedHandler)?.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
             return nil
         }
     }

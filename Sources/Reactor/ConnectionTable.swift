@@ -10,6 +10,7 @@ struct ConnectionSlot: ~Copyable {
     /// The connection's epoll token; 0 while the slot is free. A `Connection`
     /// handle is valid only while its token matches this.
     var token: UInt64 = 0
+    /// The connection's own handler; nil when it uses the loop's shared one.
     var handler: (any ConnectionHandler)?
     /// Output the socket has not taken yet.
     var output = ByteBuffer()

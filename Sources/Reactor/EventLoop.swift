@@ -24,6 +24,10 @@ public final class EventLoop: @unchecked Sendable {
     let epoll: Epoll
     /// The output limits of every connection on this loop.
     public let backpressure: Backpressure
+    /// The handler of every connection adopted or opened here without one of
+    /// its own. A `let`, so calling it costs no retain/release; a handler
+    /// loaded from a connection's slot costs a pair per call.
+    public let sharedHandler: (any ConnectionHandler)?
     /// Connection state, indexed by fd.
     let connections: ConnectionTable
     /// Where every connection of this loop reads into.
@@ -70,8 +74,11 @@ public final class EventLoop: @unchecked Sendable {
     /// The monotonic clock, read once per wake-up.
     @exclusivity(unchecked) private(set) var now: UInt64 = monotonicNanoseconds()
 
-    public init(backpressure: Backpressure = Backpressure()) throws(SystemError) {
+    public init(
+        backpressure: Backpressure = Backpressure(), sharedHandler: (any ConnectionHandler)? = nil
+    ) throws(SystemError) {
         self.backpressure = backpressure
+        self.sharedHandler = sharedHandler
         epoll = try Epoll()
         wakeFD = eventfd(0, CEFD_NONBLOCK | CEFD_CLOEXEC)
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
@@ -221,7 +228,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Registers a connection's fd in its slot; nil (and the fd closed) on failure.
     func register(
-        connectionFD fd: Int32, handler: any ConnectionHandler, phase: ConnectionPhase
+        connectionFD fd: Int32, handler: (any ConnectionHandler)?, phase: ConnectionPhase
     ) throws(SystemError) -> (Connection, UnsafeMutablePointer<ConnectionSlot>) {
         guard let slot = connections.slot(fd) else { throw SystemError("register", "fd \(fd)", code: EMFILE) }
         let token = nextToken(for: fd)

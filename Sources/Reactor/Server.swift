@@ -38,7 +38,9 @@ public final class Server: Sendable {
     private let listenFD: Int32
     private let openConnections = Atomic<Int>(0)
     private let threads = Mutex<[LoopThread]>([])
-    private let makeHandler: @Sendable (EventLoop) -> any ConnectionHandler
+    /// Makes each connection's own handler; nil when every connection uses
+    /// the loops' shared handler.
+    private let makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?
     // Touched only on loop 0, by the listener's admit callback.
     private nonisolated(unsafe) var nextLoop = 0
     private let errors: @Sendable (SystemError) -> Void
@@ -46,20 +48,43 @@ public final class Server: Sendable {
     public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// Binds and listens now, so a bad address or a port in use fails here
-    /// (`bind 127.0.0.1:7777: Address already in use`); serving starts with `start()`.
-    /// `makeHandler` is called on a connection's loop for each new connection.
-    /// `errors` hears of accept failures the server survives (e.g. EMFILE).
-    public init(
+    /// (`bind 127.0.0.1:7777: Address already in use`); serving starts with
+    /// `start()` or `run()`. `makeHandler` is called on a connection's loop for
+    /// each new connection. `errors` hears of accept failures the server
+    /// survives (e.g. EMFILE).
+    public convenience init(
         configuration: Configuration,
         errors: @escaping @Sendable (SystemError) -> Void = { _ in },
         makeHandler: @escaping @Sendable (EventLoop) -> any ConnectionHandler
+    ) throws {
+        try self.init(configuration: configuration, errors: errors, shared: nil, makeHandler: makeHandler)
+    }
+
+    /// Like `init(configuration:errors:makeHandler:)`, with one stateless
+    /// handler serving every connection: the cheapest way to run, since the
+    /// loops call a shared handler without reference counting it.
+    public convenience init(
+        configuration: Configuration,
+        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        handler: any ConnectionHandler & Sendable
+    ) throws {
+        try self.init(configuration: configuration, errors: errors, shared: handler, makeHandler: nil)
+    }
+
+    private init(
+        configuration: Configuration,
+        errors: @escaping @Sendable (SystemError) -> Void,
+        shared: (any ConnectionHandler & Sendable)?,
+        makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?
     ) throws {
         precondition(configuration.loops >= 1 && configuration.maxConnections >= 1)
         self.configuration = configuration
         self.makeHandler = makeHandler
         self.errors = errors
         var loops: [EventLoop] = []
-        for _ in 0..<configuration.loops { loops.append(try EventLoop(backpressure: configuration.backpressure)) }
+        for _ in 0..<configuration.loops {
+            loops.append(try EventLoop(backpressure: configuration.backpressure, sharedHandler: shared))
+        }
         self.loops = loops
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
         let fd = try Socket.listen(on: address, backlog: configuration.backlog)
@@ -128,7 +153,7 @@ public final class Server: Sendable {
     private func adopt(_ fd: Int32, on loop: EventLoop) {
         // A connection that fails to register is closed at once, and the
         // closed hook gives its place back.
-        loop.adopt(fd, handler: makeHandler(loop))
+        loop.adopt(fd, handler: makeHandler?(loop))
     }
 
     /// Totals over all loops. Any thread.
