@@ -13,7 +13,7 @@ struct BackpressureTests {
     /// bounded, and every byte still arrives in order.
     @Test func slowReaderBoundsQueuedOutput() throws {
         let backpressure = Backpressure(highWaterMark: 128 * 1024, lowWaterMark: 32 * 1024)
-        let probe = PendingProbe()
+        let probe = ObservingEcho()
         try withServer(loops: 1, configure: { $0.backpressure = backpressure }, handler: { _ in probe }) { server in
             let client = try BlockingClient(port: server.port)
             let payload = patternBytes(count: 16 << 20, seed: 11)
@@ -34,22 +34,56 @@ struct BackpressureTests {
             #expect(probe.maximumPending > 0)
         }
     }
-}
 
-/// Echo that records the most output ever queued and how often reading paused.
-final class PendingProbe: ConnectionHandler, Sendable {
-    private let state = Mutex((maximum: 0, paused: 0))
+    /// A peer that sends and never reads is paused, not served at the expense
+    /// of others: on the same loop, ten other clients keep getting their
+    /// echoes meanwhile; when it reads at last, every byte arrives in order.
+    @Test func stalledReaderDoesNotHoldUpOthersOnItsLoop() throws {
+        let probe = ObservingEcho()
+        let backpressure = Backpressure(highWaterMark: 64 * 1024, lowWaterMark: 16 * 1024)
+        try withServer(loops: 1, configure: { $0.backpressure = backpressure }, handler: { _ in probe }) { server in
+            let stalled = try BlockingClient(port: server.port)
+            let payload = patternBytes(count: 8 << 20, seed: 5)
+            let sender = try stalled.sendInBackground(payload, piece: 65_536)
+            #expect(eventually { probe.pausedCount > 0 })
+            let others = try (0..<10).map { _ in try BlockingClient(port: server.port) }
+            for round in 0..<50 {
+                for (index, client) in others.enumerated() {
+                    let message = patternBytes(count: 1_000, seed: UInt64(round * 10 + index) + 1)
+                    try client.send(message)
+                    #expect(try client.receive(exactly: message.count) == message)
+                }
+            }
+            let echoed = try stalled.receive(exactly: payload.count)
+            sender.join()
+            #expect(echoed == payload)
+            #expect(probe.maximumPending <= backpressure.highWaterMark + EventLoop.readBufferSize)
+        }
+    }
 
-    var maximumPending: Int { state.withLock { $0.maximum } }
-    var pausedCount: Int { state.withLock { $0.paused } }
-
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
-        connection.write(bytes)
-        let pending = connection.pendingOutputBytes
-        let paused = connection.isReadingPaused
-        state.withLock {
-            $0.maximum = max($0.maximum, pending)
-            if paused { $0.paused += 1 }
+    /// A peer that goes away while its echo is still queued: the server drops
+    /// that output and closes just that connection (reported as a reset, as
+    /// the kernel answers unread data with RST, whether the peer closed or reset).
+    @Test(arguments: [false, true])
+    func peerLeavingWithEchoQueuedIsDroppedQuietly(reset: Bool) throws {
+        let probe = ObservingEcho()
+        let backpressure = Backpressure(highWaterMark: 64 * 1024, lowWaterMark: 16 * 1024)
+        try withServer(loops: 1, configure: { $0.backpressure = backpressure }, handler: { _ in probe }) { server in
+            let steady = try BlockingClient(port: server.port)
+            let leaving = try BlockingClient(port: server.port)
+            // Sent without blocking, so that nothing is stuck in send when it leaves.
+            let payload = patternBytes(count: 16 << 20, seed: 9)
+            var sent = 0
+            #expect(eventually {
+                sent += leaving.sendWithoutBlocking(payload[sent...])
+                return probe.pausedCount > 0
+            })
+            if reset { leaving.reset() } else { leaving.close() }
+            #expect(eventually { probe.reasons.count == 1 })
+            #expect(probe.reasons.values == [.reset])
+            #expect(server.connectionCount == 1)
+            try steady.send([1, 2, 3])
+            #expect(try steady.receive(exactly: 3) == [1, 2, 3])
         }
     }
 }

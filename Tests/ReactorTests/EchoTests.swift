@@ -67,31 +67,9 @@ struct EchoTests {
         }
     }
 
-    /// Half-close: the peer's FIN ends its sending only; everything it sent
-    /// still comes back, then the server's FIN.
-    @Test func halfCloseEchoesEverythingThenCloses() throws {
-        try withServer { server in
-            let client = try BlockingClient(port: server.port)
-            let payload = patternBytes(count: 1 << 20, seed: 7)
-            let sender = try client.sendInBackground(payload, thenShutdown: true)
-            let echoed = try client.receiveUntilEOF(limit: 1 << 21)
-            sender.join()
-            #expect(echoed.count == payload.count)
-            #expect(echoed == payload)
-        }
-    }
-
-    @Test func halfCloseWithNothingSentClosesCleanly() throws {
-        try withServer { server in
-            let client = try BlockingClient(port: server.port)
-            client.shutdownWrite()
-            #expect(try client.receiveUntilEOF(limit: 0).isEmpty)
-        }
-    }
-
     /// A client that resets mid-stream closes only its own connection.
     @Test func resetClientDoesNotDisturbOthers() throws {
-        let handler = RecordingEcho()
+        let handler = ObservingEcho()
         let reasons = handler.reasons
         try withServer(handler: { _ in handler }) { server in
             let steady = try BlockingClient(port: server.port)
@@ -111,19 +89,3 @@ struct EchoTests {
         }
     }
 }
-
-/// Echo that records why each connection closed.
-final class RecordingEcho: ConnectionHandler, Sendable {
-    let reasons = Recorded<CloseReason>()
-
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
-        connection.write(bytes)
-    }
-
-    func connectionClosed(_ connection: Connection, reason: CloseReason) {
-        reasons.append(reason)
-    }
-}
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -54,7 +54,7 @@ struct EventLoopTests {
 
     @Test func connectToClosedPortReportsConnectionRefused() throws {
         let port = try unusedPort()
-        let reasons = RecordingEcho()
+        let reasons = ObservingEcho()
         try withLoop { loop in
             loop.execute {
                 loop.connect(to: try! SocketAddress(host: "127.0.0.1", port: port), handler: reasons)

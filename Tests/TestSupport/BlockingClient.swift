@@ -23,6 +23,9 @@ public final class BlockingClient {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // Small pieces go out at once, not held back (Nagle) until the echo is ACKed.
+        var noDelay: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
         let status: Int32
         switch address {
         case .v4(var a):
@@ -43,16 +46,23 @@ public final class BlockingClient {
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
+    /// Sends all of `bytes`; an empty array still makes one zero-length send.
     public func send(_ bytes: [UInt8]) throws {
         var offset = 0
-        while offset < bytes.count {
+        repeat {
             let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent < 0 {
                 if errno == EINTR { continue }
                 throw SystemError("send")
             }
             offset += sent
-        }
+        } while offset < bytes.count
+    }
+
+    /// Sends what the socket takes now without blocking; returns how much.
+    public func sendWithoutBlocking(_ bytes: ArraySlice<UInt8>) -> Int {
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        return max(sent, 0)
     }
 
     /// Receives exactly `count` bytes; throws on EOF, error or timeout.
