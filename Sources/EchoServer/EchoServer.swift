@@ -24,6 +24,8 @@ struct EchoServer: ParsableCommand {
     var maxConnections = 10_000
     @Option(help: "Pending output per connection above which it stops reading (1024-1073741824 bytes).")
     var maxPendingBytes = Backpressure().highWaterMark
+    @Option(help: "Kernel send and receive buffer per connection; 0 keeps the kernel's autotuning (0-67108864 bytes).")
+    var socketBuffer = 0
     @Option(help: "Close connections silent this many seconds; 0 disables (0-86400).")
     var idleTimeout = 600.0
     @Option(help: "On SIGINT/SIGTERM, seconds to let pending output drain (0-3600).")
@@ -39,6 +41,7 @@ struct EchoServer: ParsableCommand {
         try check("--backlog", backlog, 1...65535)
         try check("--max-connections", maxConnections, 1...10_000_000)
         try check("--max-pending-bytes", maxPendingBytes, 1024...(1 << 30))
+        try check("--socket-buffer", socketBuffer, 0...(64 << 20))
         try check("--idle-timeout", idleTimeout, 0...86_400)
         try check("--shutdown-timeout", shutdownTimeout, 0...3_600)
         try check("--stats-interval", statsInterval, 0...86_400)
@@ -66,6 +69,7 @@ struct EchoServer: ParsableCommand {
         configuration.maxConnections = maxConnections
         configuration.backpressure = Backpressure(highWaterMark: maxPendingBytes, lowWaterMark: maxPendingBytes / 4)
         configuration.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
+        configuration.socketBufferSize = socketBuffer > 0 ? socketBuffer : nil
 
         let verbose = verbose
         let eventLogger = logger

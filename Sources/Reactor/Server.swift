@@ -27,6 +27,10 @@ public final class Server: Sendable {
         public var backpressure = Backpressure()
         /// Connections accepted per wake-up at most.
         public var acceptBatch = 64
+        /// Kernel send and receive buffer per connection (SO_SNDBUF and
+        /// SO_RCVBUF; the kernel doubles it for bookkeeping); nil: the
+        /// kernel's autotuning, which on loopback grows to megabytes each.
+        public var socketBufferSize: Int?
 
         public init() {}
     }
@@ -87,7 +91,7 @@ public final class Server: Sendable {
         }
         self.loops = loops
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
-        let fd = try Socket.listen(on: address, backlog: configuration.backlog)
+        let fd = try Socket.listen(on: address, backlog: configuration.backlog, bufferSize: configuration.socketBufferSize)
         localAddress = SocketAddress(of: fd, peer: false) ?? address
         listenFD = fd
     }

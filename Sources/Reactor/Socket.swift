@@ -18,7 +18,10 @@ enum IOResult {
 enum Socket {
     /// A listening TCP socket bound to `address`, with SO_REUSEADDR so a
     /// restarted server can bind while old connections sit in TIME_WAIT.
-    static func listen(on address: SocketAddress, backlog: Int32) throws(SystemError) -> Int32 {
+    /// A listening socket. With `bufferSize`, its SO_SNDBUF and SO_RCVBUF,
+    /// which every accepted socket inherits (set before `listen`, so the
+    /// window scale agreed in the handshake matches); nil keeps autotuning.
+    static func listen(on address: SocketAddress, backlog: Int32, bufferSize: Int? = nil) throws(SystemError) -> Int32 {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | CSOCK_NONBLOCK | CSOCK_CLOEXEC, 0)
         guard fd >= 0 else { throw SystemError("socket", address.description) }
         do throws(SystemError) {
@@ -26,6 +29,10 @@ enum Socket {
             if case .v6 = address {
                 // "::" should mean IPv6 only; dual-stack surprises nobody wants.
                 try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "setsockopt(IPV6_V6ONLY)")
+            }
+            if let bufferSize {
+                try setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(clamping: bufferSize), "setsockopt(SO_SNDBUF)")
+                try setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: bufferSize), "setsockopt(SO_RCVBUF)")
             }
             guard address.withSockAddr({ bind(fd, $0, $1) }) == 0 else { throw SystemError("bind", address.description) }
             guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen", address.description) }

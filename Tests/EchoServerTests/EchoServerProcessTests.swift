@@ -8,11 +8,8 @@ import Glibc
 /// The echo-server binary as a user runs it: flags, exit codes, signals, fds.
 @Suite("echo-server process")
 struct EchoServerProcessTests {
-    private func startServer(_ extra: [String] = [], fileLimit: Int? = nil) throws -> (ServerProcess, UInt16) {
-        let port = try unusedPort()
-        let server = try ServerProcess(arguments: ["--port", "\(port)", "--loops", "2"] + extra, fileLimit: fileLimit)
-        try server.waitUntilListening()
-        return (server, port)
+    private func startServer(fileLimit: Int? = nil) throws -> (ServerProcess, UInt16) {
+        try ServerProcess.echoServer(["--loops", "2"], fileLimit: fileLimit)
     }
 
     @Test(arguments: [
@@ -23,6 +20,7 @@ struct EchoServerProcessTests {
         (["--host", "no-such-host.invalid"], "--host"),
         (["--max-connections", "0"], "--max-connections"),
         (["--idle-timeout", "-1"], "--idle-timeout"),
+        (["--socket-buffer", "-1"], "--socket-buffer"),
     ])
     func badFlagExits64NamingTheFlag(arguments: [String], flag: String) throws {
         let result = try runProgram("echo-server", arguments)
@@ -67,12 +65,12 @@ struct EchoServerProcessTests {
         #expect(server.waitForExit() == 0)
     }
 
-    /// Run out of fds (ulimit -n 64, 200 clients): the server neither dies nor
+    /// Run out of fds (ulimit -n 64, 500 clients): the server neither dies nor
     /// spins, serves what it holds, and serves new clients once fds free up.
     @Test func survivesDescriptorExhaustion() throws {
         let (server, port) = try startServer(fileLimit: 64)
         var clients: [BlockingClient] = []
-        for _ in 0..<200 { clients.append(try BlockingClient(port: port, timeoutSeconds: 2)) }
+        for _ in 0..<500 { clients.append(try BlockingClient(port: port, timeoutSeconds: 2)) }
         // The first ones hold fds and are served.
         try clients[0].send([1, 2, 3])
         #expect(try clients[0].receive(exactly: 3) == [1, 2, 3])

@@ -16,10 +16,15 @@ public struct TestFailure: Error, CustomStringConvertible {
 public final class BlockingClient {
     public private(set) var fd: Int32
 
-    public init(port: UInt16, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
+    /// Connects; `receiveBufferSize` (SO_RCVBUF, set before the handshake so
+    /// the window follows it) makes a peer whose unread echo fills up fast.
+    public init(port: UInt16, host: String = "127.0.0.1", timeoutSeconds: Int = 10, receiveBufferSize: Int32? = nil) throws {
         let address = try SocketAddress(host: host, port: port)
         fd = socket(host.contains(":") ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket") }
+        if var size = receiveBufferSize {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -117,6 +122,13 @@ public final class BlockingClient {
             }
             if thenShutdown { shutdown(fd, Int32(SHUT_WR)) }
         }
+    }
+
+    /// Bytes sent but not yet acknowledged by the peer's kernel (SIOCOUTQ):
+    /// 0 means everything sent is in the peer's hands.
+    public var unacknowledgedBytes: Int {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(TIOCOUTQ), &count) == 0 ? Int(count) : -1
     }
 
     /// Sends FIN: the half-close of the 4-way handshake, from this side.

@@ -40,6 +40,14 @@ public final class ServerProcess {
         try process.run()
     }
 
+    /// `echo-server` started on a free loopback port with `arguments`, once it listens.
+    public static func echoServer(_ arguments: [String] = [], fileLimit: Int? = nil) throws -> (ServerProcess, UInt16) {
+        let port = try unusedPort()
+        let server = try ServerProcess(arguments: ["--port", "\(port)"] + arguments, fileLimit: fileLimit)
+        try server.waitUntilListening()
+        return (server, port)
+    }
+
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
