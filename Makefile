@@ -89,3 +89,21 @@ bench-baseline:
 
 bench-compare:
 	cd Benchmarks && $(SWIFT) package benchmark baseline compare $(BENCH_BASELINE) $(BENCH_ARGS)
+
+# --- Fault injection and soak (scripts/; Python 3 stdlib; 127.0.0.1 only) ---
+# make faults [FAULTS_ARGS="--quick --only storm,resets"]: every scenario once, each against
+# its own fresh release server; a table; exit 0 only if every row passes. Logs: .build/faults/.
+# make soak [DURATION=600] [SOAK_ARGS=...]: mixed load for DURATION s, RSS and fds sampled
+# every second into .build/soak/; fails on RSS drift, fd leaks or a wrong echo.
+DURATION    ?= 600
+FAULTS_ARGS ?=
+SOAK_ARGS   ?=
+
+.PHONY: faults soak
+
+faults: release
+	$(PYTHON) scripts/faults.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client $(FAULTS_ARGS)
+
+soak: release
+	$(PYTHON) scripts/soak.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
+		--duration $(DURATION) $(SOAK_ARGS)
