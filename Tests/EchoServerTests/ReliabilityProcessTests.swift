@@ -190,10 +190,7 @@ struct ReliabilityProcessTests {
             client.reset()
         }
         #expect(eventually { server.openFileCount == baselineFiles + 1_000 }, "fds \(server.openFileCount)")
-        let cpuBefore = server.cpuSeconds
-        let wallBefore = monotonicNanoseconds()
-        usleep(1_000_000) // a measurement window while parked, not synchronisation
-        let cpuShare = (server.cpuSeconds - cpuBefore) / (Double(monotonicNanoseconds() - wallBefore) / 1e9)
+        let cpuShare = server.cpuShare(overSeconds: 1)
         #expect(cpuShare < 0.1, "server used \(cpuShare * 100)% CPU with 1,000 peers parked")
         for client in parked { client.close() }
         #expect(eventually { server.openFileCount == baselineFiles }, "fds \(server.openFileCount) vs \(baselineFiles)")

@@ -101,6 +101,15 @@ public final class ServerProcess {
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// The share of one core the process uses over the next `seconds` (a
+    /// measurement window: it waits, but synchronises nothing).
+    public func cpuShare(overSeconds seconds: Double) -> Double {
+        let cpuBefore = cpuSeconds
+        let wallBefore = monotonicNanoseconds()
+        usleep(UInt32(seconds * 1e6))
+        return (cpuSeconds - cpuBefore) / (Double(monotonicNanoseconds() - wallBefore) / 1e9)
+    }
+
     /// Resident set size in bytes (VmRSS).
     public var residentBytes: Int {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
