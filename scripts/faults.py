@@ -27,16 +27,29 @@ from harness import (HOST, KIB, MIB, PATTERN, ROOT, BytesPayload, EchoServer, Fl
                      send_until_stalled, tcp_sockets, wait_until)
 import procs  # perf/procs.py, on the path through harness
 
-# Thresholds (see the report printed with --help and the README-style notes below).
-RSS_SLACK = 8 * MIB        # stalled reader: RSS growth allowed beyond --max-pending-bytes
-RSS_RESET_MARGIN = 4 * MIB # resets: RSS back within this of its baseline
-STORM_MAX_RTT = 1.0        # storm: ping round trip, seconds
-FD_EXHAUSTION_CPU = 0.20   # share of one core while out of fds
-PARKED_CPU = 0.10          # share of one core with parked sockets
-# The kernel's send buffer on loopback grows to ~3 MB per socket: a stream
+# Thresholds. The machine has 2 cores shared by the server, these clients and
+# other people's test runs, so the CPU and latency bounds are generous: they are
+# there to catch a busy loop (~100% of a core), not to measure.
+# - RSS_SLACK: a stalled reader may grow the server by --max-pending-bytes plus
+#   one 64 KiB read; the rest of the 8 MiB covers what the flood beside it
+#   touches for the first time (malloc arenas of the loop threads, output queues
+#   of 10 connections, connection-table chunks). Measured: +0.5-0.6 MiB. A
+#   server that queued the 100 MB would exceed it 10 times over.
+# - RSS_RESET_MARGIN: after 10,000 resets the RSS stays within 4 MiB of where it
+#   was (allocator caching); measured: +0.0 MiB.
+# - STORM_MAX_RTT: 1 s, the ping's worst round trip during the storm (a 1 s
+#   stall is what a SYN retransmission or a starved loop would look like);
+#   measured: 25-35 ms.
+# - FD_EXHAUSTION_CPU 20% and PARKED_CPU 10% of one core, over 2 s; measured 0-0.5%.
+RSS_SLACK = 8 * MIB
+RSS_RESET_MARGIN = 4 * MIB
+STORM_MAX_RTT = 1.0
+FD_EXHAUSTION_CPU = 0.20
+PARKED_CPU = 0.10
+# The kernel's send buffer on loopback grows to ~3 MB per socket here: a stream
 # must be larger than that for the server itself to hold output.
 SLOW_READER_BYTES = 4 * MIB
-SCENARIO_TIMEOUT = 180     # seconds, per scenario (SIGALRM)
+SCENARIO_TIMEOUT = 180  # seconds, per scenario (SIGALRM)
 
 
 class Outcome:
@@ -114,9 +127,13 @@ def paused_connections(port):
     return sum(tx > 0 and rx > 0 for _, state, tx, rx in tcp_sockets(port) if state == "01")
 
 
-def parked_with_fin(port):
-    """Server sockets that have the peer's FIN (CLOSE_WAIT) but output stuck."""
-    return sum(tx > 0 for _, state, tx, _ in tcp_sockets(port) if state == "08")
+def sockets_with_fin(port):
+    """(parked, closed): server sockets that have the peer's FIN with output
+    stuck (CLOSE_WAIT, send queue not empty), and those the server already
+    closed (LAST_ACK: its kernel send buffer took the whole echo)."""
+    states = [(state, tx) for _, state, tx, _ in tcp_sockets(port)]
+    return (sum(state == "08" and tx > 0 for state, tx in states),
+            sum(state == "09" for state, _ in states))
 
 
 def open_many(port, count, **options):
@@ -149,6 +166,7 @@ def stalled_reader(ctx, out):
     try:
         sent = send_until_stalled([stalled], stall=1.0, timeout=30)
         out.check(sent < total, f"all {total} B went out without reading: the server never stopped reading")
+        out.check(paused_connections(server.port) == 1, "the server is not holding the reader back")
         flood = ctx.flood(server, 10)
         try:
             wait_until(lambda: server.fds() >= fds + 11, 5)
@@ -233,10 +251,11 @@ def resets(ctx, out):
         rss_after = server.rss_kib() * KIB
         out.check(rss_after - rss_before <= RSS_RESET_MARGIN,
                   f"RSS {fmt_bytes(rss_after - rss_before)} above baseline after resets")
-        out.note(f"RSS {rss_before / MIB:.1f} -> {rss_after / MIB:.1f} MiB")
     finally:
         flood.finish()
     out.check(*flood.verdict())
+    out.note(f"RSS {rss_before / MIB:.1f} -> {rss_after / MIB:.1f} MiB, "
+             f"{(flood.report or {}).get('rounds', 0):,} verified rounds meanwhile")
     out.load = f"{count:,} x (connect, 1000 B, RST) + verified flood"
     finish(server, out, fds)
 
@@ -419,8 +438,8 @@ def fd_exhaustion(ctx, out):
 
 
 def idle_timeout(ctx, out):
-    """--idle-timeout 2: a silent client goes in 2..5 s; one sending a byte
-    every 0.5 s for 6 s stays."""
+    """--idle-timeout 2: a client silent after one byte is closed in 2..5 s;
+    one sending a byte every 0.5 s for 6 s stays open."""
     server = ctx.server("--idle-timeout", 2)
     fds = server.baseline_fds
     silent, active = connect(server.port), connect(server.port)
@@ -428,30 +447,21 @@ def idle_timeout(ctx, out):
         silent.sendall(b"s")
         out.check(silent.recv(1) == b"s", "silent client's byte not echoed")
         quiet_since = time.monotonic()
-        silent.setblocking(False)
         closed_after = None
         sends = echoes = 0
-        next_send = quiet_since
-        with selectors.DefaultSelector() as selector:
-            selector.register(silent, selectors.EVENT_READ)
-            while time.monotonic() < quiet_since + 6 or (closed_after is None and time.monotonic() < quiet_since + 5):
-                now = time.monotonic()
-                if now >= next_send and now < quiet_since + 6:
-                    active.sendall(b"a")
-                    sends += 1
-                    echoes += active.recv(1) == b"a"
-                    next_send += 0.5
-                if closed_after is None and selector.select(max(0, min(next_send, quiet_since + 6) - time.monotonic())):
-                    try:
-                        closed_after = time.monotonic() - quiet_since if silent.recv(1) == b"" else None
-                    except OSError:
-                        closed_after = time.monotonic() - quiet_since
-                    selector.unregister(silent)
-                elif closed_after is not None:
-                    time.sleep(max(0, next_send - time.monotonic()))  # pacing the active client
+        for tick in range(1, 13):  # the active client: a byte every 0.5 s for 6 s
+            active.sendall(b"a")
+            sends += 1
+            echoes += active.recv(1) == b"a"
+            tick_end = quiet_since + 0.5 * tick
+            if closed_after is None:
+                closed_after = wait_for_close(silent, tick_end, quiet_since)
+            time.sleep(max(0.0, tick_end - time.monotonic()))  # pacing the active client
+        if closed_after is None:
+            closed_after = wait_for_close(silent, quiet_since + 5, quiet_since)
         out.check(closed_after is not None and 2 <= closed_after <= 5,
                   f"silent client closed after {closed_after}")
-        out.check(sends == echoes and sends >= 12, f"active client: {echoes} of {sends} echoed")
+        out.check(sends == echoes, f"active client: {echoes} of {sends} echoed")
         out.lost += sends - echoes
         active.sendall(b"z")
         out.check(active.recv(1) == b"z", "active client closed")
@@ -464,8 +474,21 @@ def idle_timeout(ctx, out):
     finish(server, out, fds)
 
 
+def wait_for_close(sock, until, since):
+    """Seconds from `since` to EOF/reset on `sock` if that comes before `until`, else None."""
+    sock.settimeout(max(0.001, until - time.monotonic()))
+    try:
+        if sock.recv(1) != b"":
+            return None  # unexpected data: not a close
+    except socket.timeout:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - since
+
+
 def sigterm_under_load(ctx, out):
-    """SIGTERM with a flood and a slow reader of 1 MiB: exit 0 within
+    """SIGTERM with a flood and a slow reader of 4 MiB: exit 0 within
     --shutdown-timeout + 1 s, the slow reader gets every byte, then EOF."""
     grace = 5
     server = ctx.server("--shutdown-timeout", grace)
@@ -576,8 +599,12 @@ def parked_sockets(ctx, out):
     try:
         send_until_stalled(parked, stall=1.0, timeout=60)
         out.check(all(s.shut for s in parked), "not all parked clients could send everything and FIN")
-        out.check(wait_until(lambda: parked_with_fin(server.port) == count, 15),
-                  f"only {parked_with_fin(server.port)} of {count} parked (CLOSE_WAIT, output stuck)")
+        # Kernel buffers vary per socket (~3 MB): a few may take a whole echo
+        # (the server then rightly closes them), or still hold the FIN back
+        # behind unread input. 90% must be parked.
+        wait_until(lambda: sum(sockets_with_fin(server.port)) == count, 10)
+        parked_now, closed_now = sockets_with_fin(server.port)
+        out.check(parked_now >= 0.9 * count, f"only {parked_now} of {count} parked (CLOSE_WAIT, output stuck)")
         resetters = open_many(server.port, ctx.args.parked_resets)
         for sock in resetters:
             sock.send(bytes(PATTERN.view(0, 4 * KIB)))
@@ -586,7 +613,8 @@ def parked_sockets(ctx, out):
         out.check(wait_until(lambda: server.fds() <= fds + count, 15), "resets not all closed")
         cpu = server.cpu_share(2.0)
         out.check(cpu < PARKED_CPU, f"CPU {cpu:.1%} of a core with {count} parked")
-        out.note(f"{parked_with_fin(server.port)} parked, CPU {cpu:.1%}, RSS {server.rss_kib() / KIB:.0f} MiB")
+        out.note(f"{parked_now} parked ({closed_now} took whole echo in kernel), CPU {cpu:.1%}, "
+                 f"RSS {server.rss_kib() / KIB:.0f} MiB")
         out.check(drive(parked, timeout=120), "parked streams not all done")
         out.add_streams(parked, "parked")
     finally:
