@@ -147,7 +147,7 @@ public struct Connection: Hashable, Sendable {
             case .open, .peerFinished:
                 slot.pointee.phase = .closeRequested
                 finishIfFlushed(slot, on: loop)
-            case .closeRequested, .closing:
+            case .closeRequested, .lingering, .closing:
                 return
             }
         }
@@ -162,6 +162,7 @@ public struct Connection: Hashable, Sendable {
         if events.contains(.error) {
             return close(slot, reason: .failure("socket", code: Socket.pendingError(fd)), on: loop)
         }
+        if slot.pointee.phase == .lingering { return dropInput(slot, on: loop) }
         if !slot.pointee.output.isEmpty, !events.isDisjoint(with: [.writable, .hangup]) {
             flush(slot, on: loop)
             guard slot.pointee.token == id else { return }
@@ -225,7 +226,40 @@ public struct Connection: Hashable, Sendable {
     /// waits for writability only.
     private func finishIfFlushed(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         guard slot.pointee.output.isEmpty else { return updateInterest(slot, on: loop) }
+        if slot.pointee.phase == .closeRequested, Socket.unreadBytes(fd) > 0 { return linger(slot, on: loop) }
         close(slot, reason: slot.pointee.phase == .peerFinished ? .peerClosed : .local, on: loop)
+    }
+
+    /// Closing a socket that still holds unread input makes the kernel send
+    /// RST, which destroys the output still in flight to the peer: an echo
+    /// already "sent" would be lost. So: FIN after the output, then read and
+    /// drop input until the peer's FIN, and only then close; a peer that
+    /// never finishes is closed after `lingerLimit` regardless.
+    private func linger(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        Socket.shutdownWrite(fd)
+        slot.pointee.phase = .lingering
+        updateInterest(slot, on: loop)
+        // The handle holds the loop unretained: no cycle through the loop's own timer queue.
+        loop.scheduleOnLoop(after: Self.lingerLimit) { [self] in close(reason: .local, on: eventLoop) }
+        dropInput(slot, on: loop)
+    }
+
+    /// How long a lingering close waits for the peer's FIN.
+    static let lingerLimit = Duration.seconds(5)
+
+    private func dropInput(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        for _ in 0..<16 {
+            switch Socket.receive(fd, into: loop.readBuffer, count: EventLoop.readBufferSize) {
+            case .transferred:
+                continue
+            case .wouldBlock:
+                return
+            case .endOfFile:
+                return close(slot, reason: .local, on: loop)
+            case .failed(let code):
+                return close(slot, reason: .failure("recv", code: code), on: loop)
+            }
+        }
     }
 
     /// Registers for exactly what the state needs: writable while output is
@@ -234,7 +268,9 @@ public struct Connection: Hashable, Sendable {
     private func updateInterest(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         let pending = slot.pointee.output.count
         var wanted: UInt8 = pending > 0 ? Self.writeBits : 0
-        if slot.pointee.phase == .open {
+        if slot.pointee.phase == .lingering {
+            wanted = Self.readBits
+        } else if slot.pointee.phase == .open {
             let marks = loop.backpressure
             let reading = slot.pointee.interest & Self.readBits != 0
             if pending <= marks.lowWaterMark || (reading && pending <= marks.highWaterMark) {
@@ -281,7 +317,7 @@ public struct Connection: Hashable, Sendable {
             guard slot.pointee.token == id, slot.pointee.phase == .open else { return }
             slot.pointee.phase = .closeRequested
             if slot.pointee.output.isEmpty { close(slot, reason: .shutdown, on: loop) } else { updateInterest(slot, on: loop) }
-        case .peerFinished, .closeRequested, .closing:
+        case .peerFinished, .closeRequested, .lingering, .closing:
             return
         }
     }

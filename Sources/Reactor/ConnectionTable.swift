@@ -30,6 +30,9 @@ enum ConnectionPhase: UInt8 {
     case peerFinished
     /// `close()` was called: flush, then close.
     case closeRequested
+    /// Flushed and FIN sent, but input was still unread: reading and dropping
+    /// it until the peer's FIN (or the linger limit), then close.
+    case lingering
     /// Being closed: the handler's `connectionClosed` is running.
     case closing
 }

@@ -129,6 +129,17 @@ enum Socket {
         integerOption(fd, Int32(IPPROTO_TCP), TCP_MAXSEG).map(Int.init)
     }
 
+    /// Bytes received and not yet read (FIONREAD).
+    static func unreadBytes(_ fd: Int32) -> Int {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+    }
+
+    /// Sends FIN after everything already queued; reading goes on.
+    static func shutdownWrite(_ fd: Int32) {
+        _ = shutdown(fd, Int32(SHUT_WR))
+    }
+
     /// Closes with SO_LINGER 0, sending RST instead of FIN: used to shed
     /// connections refused by a limit without leaving TIME_WAIT behind.
     static func abort(_ fd: Int32) {

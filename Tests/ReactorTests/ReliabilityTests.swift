@@ -128,6 +128,35 @@ struct ReliabilityTests {
         }
     }
 
+    /// Shutdown while a peer is paused with input still unread: everything
+    /// the server sent arrives, then FIN. (Closing a socket with unread input
+    /// makes the kernel send RST, destroying output in flight: the server
+    /// sends FIN and drops the input until the peer's FIN instead.)
+    @Test func shutdownWithUnreadInputStillDeliversEverySentByte() throws {
+        let probe = ObservingEcho()
+        let backpressure = Backpressure(highWaterMark: 64 * 1024, lowWaterMark: 16 * 1024)
+        try withServer(loops: 1, configure: { $0.backpressure = backpressure }, handler: { _ in probe }) { server in
+            let client = try BlockingClient(port: server.port, receiveBufferSize: 4_096)
+            let payload = patternBytes(count: 32 << 20, seed: 21)
+            var sent = 0
+            var stalledSends = 0
+            // Paused, and the pipe full up to the client's send buffer: input is left unread.
+            #expect(eventually {
+                let now = client.sendWithoutBlocking(payload[sent...])
+                sent += now
+                stalledSends = now == 0 ? stalledSends + 1 : 0
+                return probe.pausedCount > 0 && stalledSends >= 10
+            })
+            server.shutdown(gracePeriod: .seconds(10))
+            let echoed = try client.receiveUntilEOF(limit: sent)
+            #expect(echoed.count > 0)
+            #expect(echoed == Array(payload.prefix(echoed.count)))
+            #expect(UInt64(echoed.count) == server.statistics.bytesSent)
+            client.close()
+            server.wait()
+        }
+    }
+
     /// A handle kept after its connection closed never reaches the connection
     /// that got the same fd number next: the id carries a generation, and
     /// the same id is the epoll token, so events are filtered the same way.
