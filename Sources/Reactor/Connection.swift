@@ -107,6 +107,7 @@ public struct Connection: Hashable, Sendable {
 
     /// Sends `bytes`, queueing whatever the socket does not take at once. Never
     /// drops data; after `close()` or once closed it does nothing.
+    @inline(__always)
     public func write(_ bytes: UnsafeRawBufferPointer) {
         withLoop { write(bytes, on: $0) }
     }
@@ -174,6 +175,7 @@ public struct Connection: Hashable, Sendable {
 
     /// Reads until the socket is drained, the handler's output pauses reading,
     /// or 16 reads have run (so one busy peer cannot starve the others).
+    @inline(__always)
     private func readAvailable(_ slot: UnsafeMutablePointer<ConnectionSlot>, tick: UInt32, on loop: EventLoop) {
         let buffer = loop.readBuffer
         let capacity = EventLoop.readBufferSize
@@ -346,5 +348,5 @@ public struct Connection: Hashable, Sendable {
 }
 
 extension ConnectionPhase {
-    var acceptsWrites: Bool { self == .open || self == .peerFinished }
+    @inline(__always) var acceptsWrites: Bool { self == .open || self == .peerFinished }
 }
