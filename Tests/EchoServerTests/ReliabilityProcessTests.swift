@@ -135,11 +135,15 @@ struct ReliabilityProcessTests {
 
     /// A second SIGINT while the first is still draining exits at once (130).
     @Test func secondSigintExitsAtOnce() throws {
-        let (server, port) = try ServerProcess.echoServer(["--loops", "1", "--shutdown-timeout", "600"])
+        // Small socket buffers: the echo the client never reads stays queued in
+        // the server (not in the kernel's autotuned megabytes), so the graceful
+        // shutdown keeps waiting for it.
+        let (server, port) = try ServerProcess.echoServer([
+            "--loops", "1", "--shutdown-timeout", "600", "--socket-buffer", "16384",
+        ])
         let stalled = try BlockingClient(port: port, receiveBufferSize: 4_096)
         let payload = patternBytes(count: 4 << 20, seed: 8)
         var sent = 0
-        // Echo the client never reads keeps the graceful shutdown waiting.
         #expect(eventually { sent += stalled.sendWithoutBlocking(payload[sent...]); return sent >= 256 * 1024 })
         server.signal(SIGINT)
         #expect(eventually { (try? BlockingClient(port: port, timeoutSeconds: 1)) == nil }, "still accepting after SIGINT")
