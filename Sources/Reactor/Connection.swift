@@ -228,8 +228,14 @@ public struct Connection: Hashable, Sendable {
     /// waits for writability only.
     private func finishIfFlushed(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         guard slot.pointee.output.isEmpty else { return updateInterest(slot, on: loop) }
-        if slot.pointee.phase == .closeRequested, Socket.unreadBytes(fd) > 0 { return linger(slot, on: loop) }
-        close(slot, reason: slot.pointee.phase == .peerFinished ? .peerClosed : .local, on: loop)
+        if slot.pointee.phase == .peerFinished { return close(slot, reason: .peerClosed, on: loop) }
+        if Socket.unreadBytes(fd) > 0 { return linger(slot, on: loop) }
+        close(slot, reason: localReason(loop), on: loop)
+    }
+
+    /// Why a connection this side finished closed: the loop shutting down, or `close()`.
+    private func localReason(_ loop: EventLoop) -> CloseReason {
+        loop.stopWhenEmpty ? .shutdown : .local
     }
 
     /// Closing a socket that still holds unread input makes the kernel send
@@ -242,7 +248,7 @@ public struct Connection: Hashable, Sendable {
         slot.pointee.phase = .lingering
         updateInterest(slot, on: loop)
         // The handle holds the loop unretained: no cycle through the loop's own timer queue.
-        loop.scheduleOnLoop(after: Self.lingerLimit) { [self] in close(reason: .local, on: eventLoop) }
+        loop.scheduleOnLoop(after: Self.lingerLimit) { [self] in close(reason: localReason(eventLoop), on: eventLoop) }
         dropInput(slot, on: loop)
     }
 
@@ -257,7 +263,7 @@ public struct Connection: Hashable, Sendable {
             case .wouldBlock:
                 return
             case .endOfFile:
-                return close(slot, reason: .local, on: loop)
+                return close(slot, reason: localReason(loop), on: loop)
             case .failed(let code):
                 return close(slot, reason: .failure("recv", code: code), on: loop)
             }
@@ -318,7 +324,7 @@ public struct Connection: Hashable, Sendable {
             readAvailable(slot, tick: slot.pointee.lastActivity, on: loop)
             guard slot.pointee.token == id, slot.pointee.phase == .open else { return }
             slot.pointee.phase = .closeRequested
-            if slot.pointee.output.isEmpty { close(slot, reason: .shutdown, on: loop) } else { updateInterest(slot, on: loop) }
+            finishIfFlushed(slot, on: loop)
         case .peerFinished, .closeRequested, .lingering, .closing:
             return
         }

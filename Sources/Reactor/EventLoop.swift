@@ -43,7 +43,8 @@ public final class EventLoop: @unchecked Sendable {
     private var ownerThread: pthread_t?
     private let wakeFD: Int32
     /// Set by `closeGracefully`: stop once the last connection is gone.
-    @exclusivity(unchecked) private var stopWhenEmpty = false
+    /// Set by `closeGracefully`: the loop is finishing, and stops once no connection is left.
+    @exclusivity(unchecked) private(set) var stopWhenEmpty = false
     /// Where each client connect under way is headed, for its error message.
     @exclusivity(unchecked) var connectTargets: [Connection.ID: SocketAddress] = [:]
 
