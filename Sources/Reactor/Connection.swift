@@ -159,6 +159,10 @@ public struct Connection: Hashable, Sendable {
     /// Called by the loop with the events epoll reported for this connection.
     @inline(__always)
     func handle(_ events: Epoll.Events, slot: UnsafeMutablePointer<ConnectionSlot>, tick: UInt32, on loop: EventLoop) {
+        // The common case first: an open connection, nothing queued, data to read.
+        if events == .readable, slot.pointee.interest == Self.readBits, slot.pointee.phase == .open {
+            return readAvailable(slot, tick: tick, on: loop)
+        }
         if slot.pointee.phase == .connecting { return completeConnect(slot, on: loop) }
         if events.contains(.error) {
             return close(slot, reason: .failure("socket", code: Socket.pendingError(fd)), on: loop)
