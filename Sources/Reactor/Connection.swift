@@ -25,8 +25,10 @@ public struct Backpressure: Sendable, Equatable {
 /// The state machine: open, reading → (output above the high-water mark)
 /// paused → (drained to the low-water mark) reading again. A FIN from the
 /// peer, or `close()`, ends reading; the connection then closes once its
-/// output is flushed. Errors and resets close at once. Use a handle on its
-/// loop's thread only; from elsewhere, `connection.loop.execute { ... }`.
+/// output is flushed (after `close()` with input still unread: FIN, then the
+/// input is dropped until the peer's FIN, so no RST destroys the output).
+/// Errors and resets close at once. Use a handle on its loop's thread only;
+/// from elsewhere, `connection.eventLoop.execute { ... }`.
 public struct Connection: Hashable, Sendable {
     /// Identifies a connection within its loop: generation and fd.
     public typealias ID = UInt64
@@ -228,8 +230,8 @@ public struct Connection: Hashable, Sendable {
         (slot.pointee.handler ?? loop.sharedHandler)?.connectionDrained(self)
     }
 
-    /// A finishing connection closes once its output is gone; until then it
-    /// waits for writability only.
+    /// A finishing connection closes once its output is gone (lingering first
+    /// if input is still unread); until then it waits for writability only.
     private func finishIfFlushed(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         guard slot.pointee.output.isEmpty else { return updateInterest(slot, on: loop) }
         if slot.pointee.phase == .peerFinished { return close(slot, reason: .peerClosed, on: loop) }

@@ -42,7 +42,6 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var running = false
     private var ownerThread: pthread_t?
     private let wakeFD: Int32
-    /// Set by `closeGracefully`: stop once the last connection is gone.
     /// Set by `closeGracefully`: the loop is finishing, and stops once no connection is left.
     @exclusivity(unchecked) private(set) var stopWhenEmpty = false
     /// Where each client connect under way is headed, for its error message.

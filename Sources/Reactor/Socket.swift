@@ -18,9 +18,9 @@ enum IOResult {
 enum Socket {
     /// A listening TCP socket bound to `address`, with SO_REUSEADDR so a
     /// restarted server can bind while old connections sit in TIME_WAIT.
-    /// A listening socket. With `bufferSize`, its SO_SNDBUF and SO_RCVBUF,
-    /// which every accepted socket inherits (set before `listen`, so the
-    /// window scale agreed in the handshake matches); nil keeps autotuning.
+    /// With `bufferSize`, its SO_SNDBUF and SO_RCVBUF, which every accepted
+    /// socket inherits (set before `listen`, so the window scale agreed in
+    /// the handshake matches); nil keeps the kernel's autotuning.
     static func listen(on address: SocketAddress, backlog: Int32, bufferSize: Int? = nil) throws(SystemError) -> Int32 {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | CSOCK_NONBLOCK | CSOCK_CLOEXEC, 0)
         guard fd >= 0 else { throw SystemError("socket", address.description) }
