@@ -140,8 +140,9 @@ public final class Server: Sendable {
     private func admit(_ fd: Int32) {
         let loop0 = loops[0]
         if openConnections.load(ordering: .relaxed) >= configuration.maxConnections {
-            close(fd)
+            // Counted before the close, so a peer that has seen its FIN sees the count too.
             increment(loop0.stats.refused)
+            close(fd)
             return
         }
         openConnections.add(1, ordering: .relaxed)

@@ -78,6 +78,7 @@ struct ReliabilityTests {
                 usleep(50_000)
             }
             #expect(try silent.receiveUntilEOF(limit: 0).isEmpty)
+            #expect(eventually { probe.reasons.count == 1 }) // told after the fd is closed
             #expect(probe.reasons.values == [.idleTimeout])
             #expect(server.connectionCount == 1)
         }
