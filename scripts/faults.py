@@ -534,15 +534,26 @@ def server_has_read_all(server_port, client_port):
     return any(remote == client_port and rx == 0 for remote, _, _, rx in tcp_sockets(server_port))
 
 
+def stall_one_reader(server, out):
+    """A client that sends up to 8 MiB and reads nothing, once the server holds
+    it back (output queued, input unread)."""
+    stalled = Stream(connect(server.port, rcvbuf=4 * KIB), total=8 * MIB, half_close=False)
+    try:
+        send_until_stalled([stalled], stall=0.5, timeout=20)
+    except BaseException:
+        stalled.close()
+        raise
+    out.check(paused_connections(server.port) == 1, "client not stalled (no output queued)")
+    return stalled
+
+
 def sigterm_with_unread_input(ctx, out):
     """SIGTERM while a connection is paused by backpressure with input unread:
     what the server answered must still reach the client, then EOF (README:
     "answer what was read, let output drain")."""
     server = ctx.server("--shutdown-timeout", 5)
-    stalled = Stream(connect(server.port, rcvbuf=4 * KIB), total=8 * MIB, half_close=False)
+    stalled = stall_one_reader(server, out)
     try:
-        send_until_stalled([stalled], stall=0.5, timeout=20)
-        out.check(paused_connections(server.port) == 1, "client not stalled (no output queued)")
         server.signal(signal.SIGTERM)
         deadline = time.monotonic() + 5 + 5
         while not stalled.done and time.monotonic() < deadline:
@@ -567,10 +578,8 @@ def double_sigint(ctx, out):
     """SIGINT, and once it is being handled a second SIGINT: exit 130 at once,
     even with a client stalled (pending output for the 30 s grace)."""
     server = ctx.server("--shutdown-timeout", 30)
-    stalled = Stream(connect(server.port, rcvbuf=4 * KIB), total=8 * MIB, half_close=False)
+    stalled = stall_one_reader(server, out)
     try:
-        send_until_stalled([stalled], stall=0.5, timeout=20)
-        out.check(paused_connections(server.port) == 1, "client not stalled (no output queued)")
         server.signal(signal.SIGINT)
         out.check(wait_until(lambda: "signal" in server.log(), 5), "first SIGINT not logged")
         second = time.monotonic()

@@ -124,11 +124,11 @@ public final class Server: Sendable {
             }
         }
         for (index, loop) in loops.enumerated() {
-            if let timeout = configuration.idleTimeout {
-                loop.execute { loop.idleTimeouts = IdleTimeouts(timeout: timeout, loop: loop) }
-            }
             loop.execute { [self] in
                 loop.connectionClosedHook = { [self] in openConnections.subtract(1, ordering: .relaxed) }
+                if let timeout = configuration.idleTimeout {
+                    loop.idleTimeouts = IdleTimeouts(timeout: timeout, loop: loop)
+                }
             }
             if index == 0 && onCurrentThread { continue }
             let thread = try LoopThread(name: "reactor-\(index)") { loop.run() }
