@@ -116,8 +116,13 @@ public struct Connection: Hashable, Sendable {
 
     @inline(__always)
     private func write(_ bytes: UnsafeRawBufferPointer, on loop: EventLoop) {
-        guard let slot = slot(on: loop), slot.pointee.phase.acceptsWrites,
-              let base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard let slot = slot(on: loop) else { return }
+        write(bytes, to: slot, on: loop)
+    }
+
+    @inline(__always)
+    private func write(_ bytes: UnsafeRawBufferPointer, to slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        guard slot.pointee.phase.acceptsWrites, let base = bytes.baseAddress, bytes.count > 0 else { return }
         guard slot.pointee.output.isEmpty else {
             slot.pointee.output.append(bytes)
             return updateInterest(slot, on: loop)
@@ -183,32 +188,48 @@ public struct Connection: Hashable, Sendable {
     /// or 16 reads have run (so one busy peer cannot starve the others).
     @inline(__always)
     private func readAvailable(_ slot: UnsafeMutablePointer<ConnectionSlot>, tick: UInt32, on loop: EventLoop) {
+        slot.pointee.lastActivity = tick
+        // The common case, a short read, is one recv and no loop: fewer values
+        // live across the calls, so fewer spills (callgrind).
+        if receiveOnce(slot, on: loop) { readMore(slot, on: loop) }
+    }
+
+    @inline(never)
+    private func readMore(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
+        for _ in 1..<16 where !receiveOnce(slot, on: loop) { return }
+    }
+
+    /// One recv, its bytes handed to the handler (or echoed). True when the
+    /// read filled the buffer and the connection still reads: there may be more.
+    @inline(__always)
+    private func receiveOnce(_ slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) -> Bool {
         let buffer = loop.readBuffer
         let capacity = EventLoop.readBufferSize
-        slot.pointee.lastActivity = tick
-        for _ in 0..<16 {
-            switch Socket.receive(fd, into: buffer, count: capacity) {
-            case .transferred(let count):
-                increment(loop.stats.bytesReceived, by: UInt64(count))
-                let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
-                // Spelled out, not through a helper taking a closure: that way the
-                // shared handler, a `let` of the loop, is called without a retain.
-                if let handler = slot.pointee.handler {
-                    handler.connection(self, received: bytes)
-                } else {
-                    loop.sharedHandler?.connection(self, received: bytes)
-                }
-                // A short read means the socket is drained: skip the read that would say EAGAIN.
-                if count < capacity || slot.pointee.token != id || slot.pointee.interest & Self.readBits == 0 { return }
-                if slot.pointee.phase != .open { return }
-            case .wouldBlock:
-                return
-            case .endOfFile:
-                slot.pointee.phase = .peerFinished
-                return finishIfFlushed(slot, on: loop)
-            case .failed(let code):
-                return close(slot, reason: .failure("recv", code: code), on: loop)
+        switch Socket.receive(fd, into: buffer, count: capacity) {
+        case .transferred(let count):
+            increment(loop.stats.bytesReceived, by: UInt64(count))
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
+            // Spelled out, not through a helper taking a closure: that way the
+            // shared handler, a `let` of the loop, is called without a retain.
+            if let handler = slot.pointee.handler {
+                handler.connection(self, received: bytes)
+            } else if loop.sharedHandlerEchoes {
+                write(bytes, to: slot, on: loop)
+            } else {
+                loop.sharedHandler?.connection(self, received: bytes)
             }
+            // A short read means the socket is drained: skip the read that would say EAGAIN.
+            return count == capacity && slot.pointee.token == id
+                && slot.pointee.interest & Self.readBits != 0 && slot.pointee.phase == .open
+        case .wouldBlock:
+            return false
+        case .endOfFile:
+            slot.pointee.phase = .peerFinished
+            finishIfFlushed(slot, on: loop)
+            return false
+        case .failed(let code):
+            close(slot, reason: .failure("recv", code: code), on: loop)
+            return false
         }
     }
 
