@@ -122,12 +122,19 @@ public struct Connection: Hashable, Sendable {
 
     @inline(__always)
     private func write(_ bytes: UnsafeRawBufferPointer, to slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
-        guard slot.pointee.phase.acceptsWrites, let base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard slot.pointee.phase.acceptsWrites, bytes.count > 0 else { return }
+        send(bytes, to: slot, on: loop)
+    }
+
+    /// Sends now if nothing is queued, else queues behind what is. The caller
+    /// has checked that the connection takes writes and `bytes` is not empty.
+    @inline(__always)
+    private func send(_ bytes: UnsafeRawBufferPointer, to slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
         guard slot.pointee.output.isEmpty else {
             slot.pointee.output.append(bytes)
             return updateInterest(slot, on: loop)
         }
-        switch Socket.send(fd, base, count: bytes.count) {
+        switch Socket.send(fd, bytes.baseAddress!, count: bytes.count) {
         case .transferred(let sent):
             increment(loop.stats.bytesSent, by: UInt64(sent))
             if sent == bytes.count { return }
@@ -214,7 +221,8 @@ public struct Connection: Hashable, Sendable {
             if let handler = slot.pointee.handler {
                 handler.connection(self, received: bytes)
             } else if loop.sharedHandlerEchoes {
-                write(bytes, to: slot, on: loop)
+                // Reading happens only while open: no need for write's phase check.
+                send(bytes, to: slot, on: loop)
             } else {
                 loop.sharedHandler?.connection(self, received: bytes)
             }

@@ -122,8 +122,10 @@ public final class EventLoop: @unchecked Sendable {
         while running {
             let count: Int
             do {
-                let deadline = timers.earliestDeadline
-                let timeout = deadline == .max ? -1 : TimerQueue.timeoutMilliseconds(until: deadline, now: monotonicNanoseconds())
+                // From the clock read at the last wake-up, as libuv does: a timer
+                // may fire late by one batch's processing time, and a wake-up
+                // reads the clock once instead of twice.
+                let timeout = TimerQueue.timeoutMilliseconds(until: timers.earliestDeadline, now: now)
                 count = try epoll.wait(into: batch, timeoutMilliseconds: timeout)
             } catch {
                 fatalError("\(error)") // only EBADF/EFAULT/EINVAL: a bug, not a condition
