@@ -25,7 +25,7 @@ clean:
 	rm -rf .build .build-static Benchmarks/.build
 
 # --- Performance, end to end in separate processes (perf/perf.py; Python 3 stdlib) ---
-# make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3]; make perf-baseline;
+# make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3] [VERSUS=old/echo-server]; make perf-baseline;
 # make perf-instr [PEERS=1]; make profile; make peers. See README "Performance".
 PYTHON            ?= python3
 PERF_DURATION     ?= 5
@@ -50,7 +50,7 @@ PROFILE_CONNS     ?= 100
 
 PERF_COMMON = --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
 	--port $(PERF_PORT) --loops $(LOOPS) --threads $(PERF_THREADS) \
-	$(if $(filter 1 yes true,$(PEERS)),--peers)
+	$(if $(filter 1 yes true,$(PEERS)),--peers) $(if $(VERSUS),--versus $(VERSUS))
 
 .PHONY: perf perf-baseline perf-instr profile peers
 

@@ -180,7 +180,7 @@ def callgrind(args):
     require(args.server, "echo-server")
     require(args.client, "dummy-client")
     raise_fd_limit()
-    under_test = [servers.ours(args.server)]
+    under_test = [servers.ours(args.server), *servers.versus(args.versus)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
     print(f"perf-instr: callgrind, course pattern, {args.connections} connections"

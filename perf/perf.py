@@ -210,7 +210,7 @@ def run(args):
     require(args.client, "dummy-client")
     raise_fd_limit()
     started = time.monotonic()
-    under_test = [servers.ours(args.server)]
+    under_test = [servers.ours(args.server), *servers.versus(args.versus)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
     loads = matrix(args)
@@ -357,6 +357,8 @@ def main():
         command.add_argument("--loops", type=int, default=1, help="event loops of every server")
         command.add_argument("--threads", type=int, default=2, help="dummy-client threads")
         command.add_argument("--peers", action="store_true", help="also measure the built peers")
+        command.add_argument("--versus", help="another echo-server build (say, before a change), "
+                             "measured in the same run as \"before\"")
         command.add_argument("--client-flags", type=shlex.split, default=[],
                              help="extra dummy-client flags, one string: --client-flags='--coalesce'")
 

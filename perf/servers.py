@@ -8,6 +8,7 @@ one-line note.
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from procs import HOST, accepts_connections, log_tail, memory_kib, wait_until
@@ -37,10 +38,19 @@ class Server:
         return os.access(self.binary, os.X_OK)
 
 
-def ours(binary):
+def ours(binary, name="reactor"):
     # Idle timeout off: 1,000 idle connections must stay open while measured.
-    return Server("reactor", binary, ("--host", HOST, "--loops", "{loops}", "--idle-timeout", "0"),
+    return Server(name, binary, ("--host", HOST, "--loops", "{loops}", "--idle-timeout", "0"),
                   port_flag="--port")
+
+
+def versus(binary):
+    """`--versus`: another build of echo-server, run like ours under the name "before"."""
+    if not binary:
+        return []
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"perf: --versus {binary}: not an executable")
+    return [ours(binary, name="before")]
 
 
 def peers():
