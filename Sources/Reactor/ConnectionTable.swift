@@ -45,14 +45,14 @@ enum ConnectionPhase: UInt8 {
 /// counting and no dynamic exclusivity check (callgrind showed those checks
 /// costing more than half of all user-space instructions per echoed message
 /// when the same state lived in a class; the flat layout saves 5 instructions
-/// per lookup over chunks found through a directory).
-final class ConnectionTable {
-    // @exclusivity(unchecked): the table belongs to one loop and is used on its thread only.
+/// per lookup over chunks found through a directory). A noncopyable struct
+/// stored in its loop, so a lookup reads the loop's own fields.
+struct ConnectionTable: ~Copyable {
     private static let chunkSize = 1024
     private let slots: UnsafeMutablePointer<ConnectionSlot>
     private let capacity: Int
     /// Slots below this index are initialized.
-    @exclusivity(unchecked) private var initializedCount = 0
+    private var initializedCount = 0
 
     init(maximumDescriptors: Int) throws(SystemError) {
         capacity = (maximumDescriptors / Self.chunkSize + 1) * Self.chunkSize
@@ -74,7 +74,7 @@ final class ConnectionTable {
     }
 
     /// The slot for `fd`, initializing slots up to it if needed; nil beyond the table.
-    func slot(_ fd: Int32) -> UnsafeMutablePointer<ConnectionSlot>? {
+    mutating func slot(_ fd: Int32) -> UnsafeMutablePointer<ConnectionSlot>? {
         guard fd >= 0, Int(fd) < capacity else { return nil }
         while initializedCount <= Int(fd) {
             for index in initializedCount..<initializedCount + Self.chunkSize {
@@ -85,12 +85,20 @@ final class ConnectionTable {
         return slots + Int(fd)
     }
 
-    /// Every slot in use (token != 0), with its connection's last activity,
-    /// for shutdown and idle sweeps. `body` may close connections: each slot
-    /// is read afresh.
+    /// The initialized slots as they are now, for shutdown and idle sweeps: a
+    /// sweep holds no access to the table while it runs, since closing a
+    /// connection may open another (a handler reconnecting).
+    var initializedSlots: UnsafeMutableBufferPointer<ConnectionSlot> {
+        UnsafeMutableBufferPointer(start: slots, count: initializedCount)
+    }
+}
+
+extension UnsafeMutableBufferPointer<ConnectionSlot> {
+    /// Every slot in use (token != 0), with its connection's last activity.
+    /// `body` may close connections: each slot is read afresh.
     func forEachOpen(_ body: (Connection.ID, _ lastActivity: UInt32) -> Void) {
-        for index in 0..<initializedCount where slots[index].token != 0 {
-            body(slots[index].token, slots[index].lastActivity)
+        for index in indices where self[index].token != 0 {
+            body(self[index].token, self[index].lastActivity)
         }
     }
 }

@@ -34,7 +34,7 @@ public final class EventLoop: @unchecked Sendable {
     /// per message, callgrind). Any other handler is called as usual.
     let sharedHandlerEchoes: Bool
     /// Connection state, indexed by fd.
-    let connections: ConnectionTable
+    @exclusivity(unchecked) var connections: ConnectionTable
     /// Where every connection of this loop reads into.
     let readBuffer: UnsafeMutableRawPointer
     /// Counters of this loop, readable from any thread.
@@ -138,7 +138,7 @@ public final class EventLoop: @unchecked Sendable {
             }
             if timers.earliestDeadline <= now { runDueTimers() }
         }
-        connections.forEachOpen { id, _ in Connection(loop: self, id: id).close(reason: .shutdown, on: self) }
+        connections.initializedSlots.forEachOpen { id, _ in Connection(loop: self, id: id).close(reason: .shutdown, on: self) }
         for source in sources.values { source.close() }
         ownerThread = nil
     }
@@ -290,7 +290,7 @@ public final class EventLoop: @unchecked Sendable {
     func closeGracefully() {
         stopWhenEmpty = true
         for case let listener as Listener in sources.values { listener.close() }
-        connections.forEachOpen { id, _ in Connection(loop: self, id: id).finishGracefully(on: self) }
+        connections.initializedSlots.forEachOpen { id, _ in Connection(loop: self, id: id).finishGracefully(on: self) }
         if connectionCount == 0 { running = false }
     }
 }

@@ -25,7 +25,7 @@ final class IdleTimeouts {
 
     private func sweep() {
         let now = EventLoop.tick(monotonicNanoseconds())
-        loop.connections.forEachOpen { id, lastActivity in
+        loop.connections.initializedSlots.forEachOpen { id, lastActivity in
             // Wrapping difference: right across the 32-bit tick wrap (every ~50 days).
             if now &- lastActivity >= timeout {
                 Connection(loop: loop, id: id).close(reason: .idleTimeout, on: loop)

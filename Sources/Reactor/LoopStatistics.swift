@@ -3,8 +3,11 @@ import Synchronization
 /// Counters one loop keeps, readable from any thread without stopping it.
 ///
 /// Only the loop's own thread writes them, so an increment is a relaxed load
-/// and store (plain moves on x86), not a locked read-modify-write.
-public final class LoopStatistics: Sendable {
+/// and store (plain moves on x86), not a locked read-modify-write. A
+/// noncopyable struct stored in its loop, not an object of its own: a counter
+/// is then an add at an offset from the loop, with no pointer to load first
+/// (two instructions per echoed round fewer, callgrind).
+public struct LoopStatistics: ~Copyable, Sendable {
     let opened = Atomic<UInt64>(0)
     let closed = Atomic<UInt64>(0)
     let refused = Atomic<UInt64>(0)
