@@ -11,7 +11,10 @@ the measured flood's 10 connects and closes: a fixed cost, small beside its
 thousands of messages. Under valgrind the servers run ~50x slower: that only
 lowers the message count, not the instructions per message. Each function's
 self cost, and the calls to the syscall wrappers, are read from the dump itself
-(see `_parse_dump`).
+(see `_parse_dump`). Ours runs twice: as `echo-server` runs by default (the
+built-in echo, run inline by the loop) and as "reactor-own-handler" (`--verbose`:
+a handler object per connection, from another module), which is what a
+library user's own handler costs.
 
 make profile: `perf record -e cpu-clock -g` (no hardware counters on these
 machines) of the release server under the course pattern at c=100.
@@ -180,7 +183,7 @@ def callgrind(args):
     require(args.server, "echo-server")
     require(args.client, "dummy-client")
     raise_fd_limit()
-    under_test = [servers.ours(args.server), *servers.versus(args.versus)]
+    under_test = [servers.ours(args.server), servers.own_handler(args.server), *servers.versus(args.versus)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
     print(f"perf-instr: callgrind, course pattern, {args.connections} connections"

@@ -38,10 +38,16 @@ class Server:
         return os.access(self.binary, os.X_OK)
 
 
-def ours(binary, name="reactor"):
+def ours(binary, name="reactor", extra=()):
     # Idle timeout off: 1,000 idle connections must stay open while measured.
-    return Server(name, binary, ("--host", HOST, "--loops", "{loops}", "--idle-timeout", "0"),
+    return Server(name, binary, ("--host", HOST, "--loops", "{loops}", "--idle-timeout", "0", *extra),
                   port_flag="--port")
+
+
+def own_handler(binary):
+    """Ours with `--verbose`: a handler of its own per connection (LoggingEchoHandler, in
+    another module) instead of the built-in EchoHandler the loop runs inline."""
+    return ours(binary, name="reactor-own-handler", extra=("--verbose",))
 
 
 def versus(binary):
