@@ -30,7 +30,7 @@ public final class EventLoop: @unchecked Sendable {
     public let sharedHandler: (any ConnectionHandler)?
     /// The shared handler is the built-in `EchoHandler`: connections then echo
     /// right in the read path, without the call through the protocol (its
-    /// frame and the second slot lookup in `write`: 4.2 of 16.6 instructions
+    /// frame and the second slot lookup in `write`: 3.9 of 16.6 instructions
     /// per message, callgrind). Any other handler is called as usual.
     let sharedHandlerEchoes: Bool
     /// Connection state, indexed by fd.
@@ -148,9 +148,9 @@ public final class EventLoop: @unchecked Sendable {
     /// other loops), the thread that feeds this loop often waits for this very
     /// core: yielding lets it run now, and the loop then finds work instead of
     /// sleeping and being woken per event. Measured with `make perf`, same
-    /// run: `--loops 2` at c=100 went from 0.58x to 1.0x the messages per
-    /// second of the same build yielding, at a third of the server CPU per
-    /// message; `--loops 1` unchanged within noise. A loop with work never
+    /// build with and without the yield in one run: `--loops 2` at c=100
+    /// echoed 1.72x the messages per second at a third of the server CPU per
+    /// message; `--loops 1` differed within noise. A loop with work never
     /// yields, and an idle one makes two syscalls more before it sleeps.
     private func waitForEvents(timeoutMilliseconds timeout: Int32) throws(SystemError) -> Int {
         let ready = try epoll.wait(into: batch, timeoutMilliseconds: 0)
