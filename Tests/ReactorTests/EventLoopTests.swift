@@ -44,6 +44,27 @@ struct EventLoopTests {
         }
     }
 
+    /// The loop computes epoll_wait's timeout from the clock read at its last
+    /// wake-up. After a long idle stretch that reading is old, yet a timer
+    /// scheduled then must fire on time: the scheduling wakes the loop, which
+    /// reads the clock afresh. Stale by the idle second, it would fire a
+    /// second late.
+    @Test func timerScheduledAfterAnIdleStretchFiresOnTime() throws {
+        try withLoop { loop in
+            let started = Recorded<Bool>()
+            loop.execute { started.append(true) } // the loop has run and is now idle, timeout -1
+            #expect(eventually { started.count == 1 })
+            usleep(1_000_000) // the idle stretch is the scenario, not a synchronisation
+            let firedAfter = Recorded<UInt64>()
+            let scheduledAt = monotonicNanoseconds()
+            loop.schedule(after: .milliseconds(20)) { firedAfter.append(monotonicNanoseconds() - scheduledAt) }
+            #expect(eventually { firedAfter.count == 1 })
+            let delay = try #require(firedAfter.values.first)
+            #expect(delay >= 20_000_000, "never early")
+            #expect(delay < 700_000_000, "late by \(delay / 1_000_000) ms")
+        }
+    }
+
     @Test func stopEndsRunAndReleasesConnections() throws {
         let loop = try EventLoop()
         let thread = try LoopThread(name: "test-loop") { loop.run() }
