@@ -24,8 +24,9 @@ struct EchoTests {
 
     /// 200 clients at once, each sending its own random bytes in random-sized
     /// pieces; every piece must come back exactly, on the right connection.
-    @Test func twoHundredConcurrentClientsEachGetExactEcho() throws {
-        try withServer { server in
+    @Test(arguments: EchoPath.allCases)
+    func twoHundredConcurrentClientsEachGetExactEcho(path: EchoPath) throws {
+        try withServer(echo: path) { server in
             let clients = try (0..<200).map { _ in try BlockingClient(port: server.port) }
             let payloads = (0..<200).map { patternBytes(count: 20_000 + $0 * 37, seed: UInt64($0) + 1) }
             var offsets = [Int](repeating: 0, count: 200)

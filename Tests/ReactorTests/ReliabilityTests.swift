@@ -10,9 +10,9 @@ import Glibc
 @Suite("Reliability")
 struct ReliabilityTests {
     /// Half-close: N bytes then FIN; all N come back, then the server's FIN.
-    @Test(arguments: [0, 1, 100, 65_536, 1 << 20, 16 << 20])
-    func halfCloseEchoesEveryByteThenEOF(count: Int) throws {
-        try withServer { server in
+    @Test(arguments: EchoPath.allCases, [0, 1, 100, 65_536, 1 << 20, 16 << 20])
+    func halfCloseEchoesEveryByteThenEOF(path: EchoPath, count: Int) throws {
+        try withServer(echo: path) { server in
             let client = try BlockingClient(port: server.port)
             let payload = patternBytes(count: count, seed: UInt64(count) + 1)
             let sender = try client.sendInBackground(payload, thenShutdown: true)
@@ -25,8 +25,9 @@ struct ReliabilityTests {
 
     /// Every byte value, every split point of a message, and zero-length
     /// sends between the pieces: the echo is always exactly the message.
-    @Test func everyByteValueAndSplitPointEchoesExactly() throws {
-        try withServer { server in
+    @Test(arguments: EchoPath.allCases)
+    func everyByteValueAndSplitPointEchoesExactly(path: EchoPath) throws {
+        try withServer(echo: path) { server in
             let client = try BlockingClient(port: server.port)
             let message = (0...255).map(UInt8.init) + patternBytes(count: 256, seed: 77)
             for split in 0...message.count {

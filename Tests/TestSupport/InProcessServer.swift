@@ -1,10 +1,24 @@
 import Reactor
+import Testing
+
+/// The two ways a loop can echo: the built-in `EchoHandler` as every loop's
+/// shared handler, which the loop runs inline in its read path, and an
+/// `EchoHandler` per connection, called through the protocol like any
+/// handler of one's own. Echo tests run on both.
+public enum EchoPath: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case inline
+    case perConnectionHandler
+
+    public var testDescription: String { rawValue }
+}
 
 /// Runs `body` against a Reactor server on an ephemeral loopback port and
 /// always shuts it down, so a failing test leaves no thread or fd behind.
+/// `echo: .inline` serves with the shared built-in echo instead of `handler`.
 public func withServer<Result>(
     loops: Int = 2,
     configure: (inout Server.Configuration) -> Void = { _ in },
+    echo: EchoPath = .perConnectionHandler,
     handler: @escaping @Sendable (EventLoop) -> any ConnectionHandler = { _ in EchoHandler() },
     _ body: (Server) throws -> Result
 ) throws -> Result {
@@ -12,7 +26,10 @@ public func withServer<Result>(
     configuration.port = 0
     configuration.loops = loops
     configure(&configuration)
-    let server = try Server(configuration: configuration, makeHandler: handler)
+    let server = switch echo {
+    case .inline: try Server(configuration: configuration, handler: EchoHandler())
+    case .perConnectionHandler: try Server(configuration: configuration, makeHandler: handler)
+    }
     try server.start()
     defer {
         server.shutdown(gracePeriod: .seconds(2))
