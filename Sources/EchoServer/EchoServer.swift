@@ -57,6 +57,9 @@ struct EchoServer: ParsableCommand {
         var logger = Logger(label: "echo-server")
         logger.logLevel = verbose ? .debug : .info
         FileDescriptorLimit.raiseToMaximum()
+        // Sockets send with MSG_NOSIGNAL; this covers the rest: a log reader
+        // that goes away (a closed stderr pipe) must not kill the server.
+        signal(SIGPIPE, SIG_IGN)
         // Signals arrive through a signalfd on loop 0: blocked before any
         // thread starts, so that no thread takes them the default way.
         _ = blockStopSignals()

@@ -86,6 +86,9 @@ public final class ServerProcess {
 
     public func signal(_ number: Int32) { kill(pid, number) }
 
+    /// Closes this side of the process's stderr pipe, as a log reader that went away.
+    public func closeStandardError() { try? errors.fileHandleForReading.close() }
+
     /// File descriptors the process holds now.
     public var openFileCount: Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
