@@ -11,6 +11,7 @@ import resource
 import selectors
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -423,8 +424,5 @@ class Flood:
 
 
 def median(values):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    """statistics.median, but NaN (not an error) for no values."""
+    return statistics.median(values) if values else float("nan")

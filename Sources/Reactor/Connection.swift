@@ -116,13 +116,7 @@ public struct Connection: Hashable, Sendable {
 
     @inline(__always)
     private func write(_ bytes: UnsafeRawBufferPointer, on loop: EventLoop) {
-        guard let slot = slot(on: loop) else { return }
-        write(bytes, to: slot, on: loop)
-    }
-
-    @inline(__always)
-    private func write(_ bytes: UnsafeRawBufferPointer, to slot: UnsafeMutablePointer<ConnectionSlot>, on loop: EventLoop) {
-        guard slot.pointee.phase.acceptsWrites, bytes.count > 0 else { return }
+        guard let slot = slot(on: loop), slot.pointee.phase.acceptsWrites, bytes.count > 0 else { return }
         send(bytes, to: slot, on: loop)
     }
 

@@ -139,12 +139,4 @@ enum Socket {
     static func shutdownWrite(_ fd: Int32) {
         _ = shutdown(fd, Int32(SHUT_WR))
     }
-
-    /// Closes with SO_LINGER 0, sending RST instead of FIN: used to shed
-    /// connections refused by a limit without leaving TIME_WAIT behind.
-    static func abort(_ fd: Int32) {
-        var option = linger(l_onoff: 1, l_linger: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
-        close(fd)
-    }
 }

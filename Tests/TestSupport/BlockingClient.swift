@@ -173,8 +173,15 @@ public func eventually(within seconds: Double = 10, _ condition: () throws -> Bo
 
 /// A port nothing listens on right now (the kernel's pick, released at once).
 public func unusedPort() throws -> UInt16 {
+    let (fd, port) = try boundLoopbackSocket()
+    Glibc.close(fd)
+    return port
+}
+
+/// A socket bound to a loopback port of the kernel's choosing, not listening.
+private func boundLoopbackSocket() throws -> (fd: Int32, port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { Glibc.close(fd) }
+    guard fd >= 0 else { throw SystemError("socket") }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
@@ -184,8 +191,11 @@ public func unusedPort() throws -> UInt16 {
             bind(fd, pointer, length) == 0 ? getsockname(fd, pointer, &length) : -1
         }
     }
-    guard status == 0 else { throw SystemError("bind") }
-    return UInt16(bigEndian: address.sin_port)
+    guard status == 0 else {
+        Glibc.close(fd)
+        throw SystemError("bind")
+    }
+    return (fd, UInt16(bigEndian: address.sin_port))
 }
 
 /// Values appended from loop threads and read from the test's thread.
@@ -201,21 +211,7 @@ public final class Recorded<Value: Sendable>: Sendable {
 /// bound to it but not listening, so a connect is refused and no other test
 /// can take the port meanwhile.
 public func withRefusingPort<Result>(_ body: (UInt16) throws -> Result) throws -> Result {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw SystemError("socket") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    guard bound == 0 else { throw SystemError("bind") }
-    let named = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    guard named == 0 else { throw SystemError("getsockname") }
-    return try body(UInt16(bigEndian: address.sin_port))
+    let (fd, port) = try boundLoopbackSocket()
+    defer { Glibc.close(fd) }
+    return try body(port)
 }
