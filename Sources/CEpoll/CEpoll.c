@@ -1,5 +1,7 @@
 #include "CEpoll.h"
 
+__thread void *cepoll_current_loop_storage = NULL;
+
 int cepoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
     struct epoll_event ev = {.events = events, .data.u64 = token};
     return epoll_ctl(epfd, op, fd, &ev);

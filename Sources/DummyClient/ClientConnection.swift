@@ -196,7 +196,12 @@ final class ClientConnection: ConnectionHandler {
 
     // MARK: Receiving
 
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
+        verify(bytes, on: connection)
+        return bytes.count
+    }
+
+    private func verify(_ bytes: UnsafeRawBufferPointer, on connection: Connection) {
         let now = monotonicNanoseconds()
         var bytes = bytes
         let expected = outstandingBytes

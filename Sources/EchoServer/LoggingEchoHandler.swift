@@ -18,9 +18,10 @@ final class LoggingEchoHandler: ConnectionHandler {
         logger.debug("open fd \(connection.fd) from \(peer), mss \(mss)")
     }
 
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
         bytesEchoed += bytes.count
         connection.write(bytes)
+        return bytes.count
     }
 
     func connectionClosed(_ connection: Connection, reason: CloseReason) {

@@ -1,9 +1,10 @@
 /// A FIFO of bytes: append at the back, consume from the front.
 ///
-/// Holds a connection's unsent output. Storage is allocated on the first
-/// append and released as soon as the buffer drains, so an idle connection
-/// costs no buffer memory. Consumed space at the front is reclaimed by moving
-/// the unread bytes down before the storage grows.
+/// Holds what a connection's handler left unconsumed (a partial frame) until
+/// the next read. Storage is allocated on the first append and released as
+/// soon as the buffer drains, so an idle connection costs no buffer memory.
+/// Consumed space at the front is reclaimed by moving the unread bytes down
+/// before the storage grows.
 public struct ByteBuffer: ~Copyable {
     // 32-bit sizes keep the buffer 20 bytes: it sits in every connection's slot.
     private var storage: UnsafeMutableRawPointer?
@@ -18,8 +19,6 @@ public struct ByteBuffer: ~Copyable {
     /// Bytes appended and not yet consumed.
     public var count: Int { Int(writeIndex &- readIndex) }
     public var isEmpty: Bool { writeIndex == readIndex }
-    /// Bytes of heap this buffer holds right now.
-    public var allocatedBytes: Int { Int(capacity) }
 
     /// The unread bytes, valid until the next mutation.
     public var readableBytes: UnsafeRawBufferPointer {
@@ -38,6 +37,13 @@ public struct ByteBuffer: ~Copyable {
         precondition(byteCount >= 0 && byteCount <= count, "consume(\(byteCount)) of \(count) bytes")
         readIndex += UInt32(byteCount)
         if readIndex == writeIndex { release() }
+    }
+
+    /// Moves the content out, leaving this buffer empty.
+    public mutating func take() -> ByteBuffer {
+        var taken = ByteBuffer()
+        swap(&self, &taken)
+        return taken
     }
 
     /// Forgets all content and frees the storage.

@@ -1,20 +1,29 @@
-/// What a protocol implements to live on a connection: four callbacks, all
+/// What a protocol implements to live on a connection: five callbacks, all
 /// made on the connection's loop thread. Only `received` is required.
 ///
 /// ```swift
 /// final class Echo: ConnectionHandler {
-///     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+///     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
 ///         connection.write(bytes)
+///         return bytes.count
 ///     }
 /// }
 /// ```
 public protocol ConnectionHandler: AnyObject {
     /// The connection is established and registered; it may write at once.
     func connectionOpened(_ connection: Connection)
-    /// Bytes arrived. They are lent for the call only (the loop's shared read buffer).
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer)
+    /// Bytes arrived. They are lent for the call only (usually the loop's
+    /// read buffer). Returns how many it consumed: the rest (a partial
+    /// frame) is kept for this connection and handed back, followed by the
+    /// next bytes read, on the next call.
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int
     /// Everything queued by `write` has been handed to the kernel.
     func connectionDrained(_ connection: Connection)
+    /// Pending output went above the loop's high-water mark (`false`: the
+    /// peer is not keeping up, and reading from it is paused), or drained to
+    /// the low-water mark again (`true`). Told after the write that crossed,
+    /// never from inside it.
+    func connectionWritabilityChanged(_ connection: Connection, isWritable: Bool)
     /// The connection is closed and its fd released; called exactly once.
     func connectionClosed(_ connection: Connection, reason: CloseReason)
 }
@@ -22,6 +31,7 @@ public protocol ConnectionHandler: AnyObject {
 extension ConnectionHandler {
     public func connectionOpened(_ connection: Connection) {}
     public func connectionDrained(_ connection: Connection) {}
+    public func connectionWritabilityChanged(_ connection: Connection, isWritable: Bool) {}
     public func connectionClosed(_ connection: Connection, reason: CloseReason) {}
 }
 

@@ -9,16 +9,18 @@ extension EventLoop {
     /// hears `connectionClosed` with the error.
     @discardableResult
     public func adopt(_ fd: Int32, handler: (any ConnectionHandler)? = nil) -> Connection? {
-        precondition(handler != nil || sharedHandler != nil, "adopt needs a handler or a loop with a shared one")
+        guard let box = handler.map(HandlerBox.init) ?? sharedHandlerBox else {
+            preconditionFailure("adopt needs a handler or a loop with a shared one")
+        }
         Socket.setNoDelay(fd)
         do {
-            let (connection, slot) = try register(connectionFD: fd, handler: handler, phase: .open)
-            (handler ?? sharedHandler)?.connectionOpened(connection)
-            return slot.pointee.token == connection.id ? connection : nil
+            let (connection, slot) = try register(connectionFD: fd, handler: box, phase: .open)
+            box.handler.connectionOpened(connection)
+            return slot.pointee.token == connection.token ? connection : nil
         } catch {
-            close(fd)
+            Glibc.close(fd)
             connectionClosedHook?()
-            (handler ?? sharedHandler)?.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            box.handler.connectionClosed(Connection(loop: self, token: .free), reason: .error(error))
             return nil
         }
     }
@@ -34,17 +36,17 @@ extension EventLoop {
         do {
             (fd, inProgress) = try Socket.connect(to: address)
         } catch {
-            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            handler.connectionClosed(Connection(loop: self, token: .free), reason: .error(error))
             return nil
         }
         guard inProgress else { return adopt(fd, handler: handler) }
         do {
-            let (connection, _) = try register(connectionFD: fd, handler: handler, phase: .connecting)
-            connectTargets[connection.id] = address
+            let (connection, _) = try register(connectionFD: fd, handler: HandlerBox(handler), phase: .connecting)
+            connectTargets[connection.token] = address
             return connection
         } catch {
-            close(fd)
-            handler.connectionClosed(Connection(loop: self, id: 0), reason: .error(error))
+            Glibc.close(fd)
+            handler.connectionClosed(Connection(loop: self, token: .free), reason: .error(error))
             return nil
         }
     }

@@ -5,20 +5,36 @@ import Glibc
 /// Everything a loop keeps per connection, in one slot of its table.
 ///
 /// 56 bytes, and no object: an idle connection costs its slot and nothing
-/// else (output storage exists only while output is pending).
+/// else (output and input storage exist only while bytes are pending).
 struct ConnectionSlot: ~Copyable {
-    /// The connection's epoll token; 0 while the slot is free. A `Connection`
-    /// handle is valid only while its token matches this.
-    var token: UInt64 = 0
-    /// The connection's own handler; nil when it uses the loop's shared one.
-    var handler: (any ConnectionHandler)?
-    /// Output the socket has not taken yet.
-    var output = ByteBuffer()
+    /// The connection's epoll token; `.free` while the slot is free. A
+    /// `Connection` handle is valid only while its token matches this.
+    var token = EventToken.free
+    /// The connection's handler (its own, or the loop's shared one), retained
+    /// by the slot and called without reference counting: a closed
+    /// connection's box is released only after the loop's current batch, so
+    /// a handler is never freed while one of its callbacks runs.
+    var handler: Unmanaged<HandlerBox>?
+    /// Output the socket has not taken yet; nil when there is none.
+    var output: OutputQueue?
+    /// What the handler left unconsumed: a partial frame, until the next read.
+    var input = ByteBuffer()
     /// When the peer last sent something, in loop ticks (`EventLoop.tick`).
     var lastActivity: UInt32 = 0
     /// What the fd is registered for right now (`Epoll.Events` bits).
     var interest: UInt8 = 0
     var phase = ConnectionPhase.open
+    var flags = ConnectionFlags()
+
+    var pendingOutputBytes: Int { output?.byteCount ?? 0 }
+}
+
+/// A handler in a box of its own: a `let` of a final class, so calling it
+/// through an unretained box costs no retain or release (an existential
+/// stored in the slot would be retained around every call).
+final class HandlerBox {
+    let handler: any ConnectionHandler
+    init(_ handler: any ConnectionHandler) { self.handler = handler }
 }
 
 /// Where a connection is in its life; reading happens only while `.open`.
@@ -35,6 +51,21 @@ enum ConnectionPhase: UInt8 {
     case lingering
     /// Being closed: the handler's `connectionClosed` is running.
     case closing
+
+    @inline(__always) var acceptsWrites: Bool { self == .open || self == .peerFinished }
+}
+
+/// A connection's switches besides its phase.
+struct ConnectionFlags: OptionSet {
+    let rawValue: UInt8
+    /// The handler called `pauseReading()`.
+    static let readingPausedByHandler = ConnectionFlags(rawValue: 1 << 0)
+    /// Pending output went above the high-water mark and has not yet drained to the low one.
+    static let aboveHighWater = ConnectionFlags(rawValue: 1 << 1)
+    /// The handler was last told the connection is not writable.
+    static let toldUnwritable = ConnectionFlags(rawValue: 1 << 2)
+    /// A writability notice for this connection is queued on the loop.
+    static let noticeQueued = ConnectionFlags(rawValue: 1 << 3)
 }
 
 /// A loop's connection slots, indexed by fd: the one place connection state
@@ -50,7 +81,7 @@ enum ConnectionPhase: UInt8 {
 struct ConnectionTable: ~Copyable {
     private static let chunkSize = 1024
     private let slots: UnsafeMutablePointer<ConnectionSlot>
-    private let capacity: Int
+    private var capacity: Int
     /// Slots below this index are initialized.
     private var initializedCount = 0
 
@@ -62,15 +93,27 @@ struct ConnectionTable: ~Copyable {
         slots = memory.bindMemory(to: ConnectionSlot.self, capacity: capacity)
     }
 
-    deinit {
+    deinit { freeSlots() }
+
+    /// Frees every slot and the reservation; the table is then empty for good.
+    mutating func release() {
+        freeSlots()
+        initializedCount = 0
+        capacity = 0
+    }
+
+    private func freeSlots() {
+        guard capacity > 0 else { return }
         slots.deinitialize(count: initializedCount)
         munmap(slots, capacity * MemoryLayout<ConnectionSlot>.stride)
     }
 
-    /// The slot for `fd` if it is initialized (any state, free or not).
+    /// The slot of the connection `token` names, while it is open; nil once it has closed.
     @inline(__always)
-    func existingSlot(_ fd: Int32) -> UnsafeMutablePointer<ConnectionSlot>? {
-        UInt(bitPattern: Int(fd)) < UInt(bitPattern: initializedCount) ? slots + Int(fd) : nil
+    func slot(for token: EventToken) -> UnsafeMutablePointer<ConnectionSlot>? {
+        let fd = Int(token.fd)
+        guard fd < initializedCount, slots[fd].token == token else { return nil }
+        return slots + fd
     }
 
     /// The slot for `fd`, initializing slots up to it if needed; nil beyond the table.
@@ -94,10 +137,10 @@ struct ConnectionTable: ~Copyable {
 }
 
 extension UnsafeMutableBufferPointer<ConnectionSlot> {
-    /// Every slot in use (token != 0), with its connection's last activity.
+    /// Every slot in use, with its connection's last activity.
     /// `body` may close connections: each slot is read afresh.
-    func forEachOpen(_ body: (Connection.ID, _ lastActivity: UInt32) -> Void) {
-        for index in indices where self[index].token != 0 {
+    func forEachOpen(_ body: (EventToken, _ lastActivity: UInt32) -> Void) {
+        for index in indices where self[index].token != .free {
             body(self[index].token, self[index].lastActivity)
         }
     }

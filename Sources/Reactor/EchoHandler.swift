@@ -3,8 +3,8 @@
 public final class EchoHandler: ConnectionHandler, Sendable {
     public init() {}
 
-    @inline(__always)
-    public func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    public func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
         connection.write(bytes)
+        return bytes.count
     }
 }

@@ -36,13 +36,13 @@ struct Epoll: ~Copyable {
         deinit { events.deallocate() }
 
         @inline(__always)
-        func token(at index: Int) -> UInt64 { cepoll_event_token(events + index) }
+        func token(at index: Int) -> EventToken { EventToken(rawValue: cepoll_event_token(events + index)) }
 
         @inline(__always)
         func events(at index: Int) -> Events { Events(rawValue: cepoll_event_flags(events + index)) }
     }
 
-    let fd: Int32
+    private(set) var fd: Int32
 
     init() throws(SystemError) {
         let fd = epoll_create1(CEPOLL_CLOEXEC)
@@ -50,23 +50,24 @@ struct Epoll: ~Copyable {
         self.fd = fd
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { Glibc.close(fd) } }
 
-    func add(_ fd: Int32, _ events: Events, token: UInt64) throws(SystemError) {
-        guard cepoll_ctl(self.fd, CEPOLL_CTL_ADD, fd, events.rawValue, token) == 0 else {
+    /// Closes the epoll fd now (its loop has finished).
+    mutating func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    func add(_ fd: Int32, _ events: Events, token: EventToken) throws(SystemError) {
+        guard cepoll_ctl(self.fd, CEPOLL_CTL_ADD, fd, events.rawValue, token.rawValue) == 0 else {
             throw SystemError("epoll_ctl(ADD)", "fd \(fd)")
         }
     }
 
-    func modify(_ fd: Int32, _ events: Events, token: UInt64) throws(SystemError) {
-        guard cepoll_ctl(self.fd, CEPOLL_CTL_MOD, fd, events.rawValue, token) == 0 else {
+    func modify(_ fd: Int32, _ events: Events, token: EventToken) throws(SystemError) {
+        guard cepoll_ctl(self.fd, CEPOLL_CTL_MOD, fd, events.rawValue, token.rawValue) == 0 else {
             throw SystemError("epoll_ctl(MOD)", "fd \(fd)")
         }
-    }
-
-    /// Removing is best effort: closing an fd removes it from the set anyway.
-    func remove(_ fd: Int32) {
-        _ = cepoll_ctl(self.fd, CEPOLL_CTL_DEL, fd, 0, 0)
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) and returns how many

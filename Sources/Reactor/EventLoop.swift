@@ -12,31 +12,26 @@ import Glibc
 /// that is, from a handler, a task or a timer running on it.
 public final class EventLoop: @unchecked Sendable {
     // @unchecked Sendable: the mutable state below is touched only by the thread
-    // running `run()`; what other threads may touch (the task queue, the stop
-    // flag) sits behind `crossThread`'s mutex and the eventfd. For the same
+    // running `run()`; what other threads may touch (the task queue, the run
+    // state) sits behind `crossThread`'s mutex and the eventfd. For the same
     // reason it is @exclusivity(unchecked): one thread, never in overlapping
-    // accesses, and the dynamic checks cost ~100 instructions each, several
-    // per loop iteration (callgrind: 58% of all user-space instructions).
+    // accesses, and the dynamic checks would cost several calls per event.
 
     /// Bytes a single `recv` may read: one buffer per loop, shared by all its connections.
     public static let readBufferSize = 64 * 1024
 
-    let epoll: Epoll
+    @exclusivity(unchecked) var epoll: Epoll
     /// The output limits of every connection on this loop.
     public let backpressure: Backpressure
-    /// The handler of every connection adopted or opened here without one of
-    /// its own. A `let`, so calling it costs no retain/release; a handler
-    /// loaded from a connection's slot costs a pair per call.
-    public let sharedHandler: (any ConnectionHandler)?
-    /// The shared handler is the built-in `EchoHandler`: connections then echo
-    /// right in the read path, without the call through the protocol (its
-    /// frame and the second slot lookup in `write`: 3.9 of 16.6 instructions
-    /// per message, callgrind). Any other handler is called as usual.
-    let sharedHandlerEchoes: Bool
+    /// The handler of every connection adopted or opened here without one of its own.
+    let sharedHandlerBox: HandlerBox?
+    public var sharedHandler: (any ConnectionHandler)? { sharedHandlerBox?.handler }
     /// Connection state, indexed by fd.
     @exclusivity(unchecked) var connections: ConnectionTable
     /// Where every connection of this loop reads into.
     let readBuffer: UnsafeMutableRawPointer
+    /// The ranges of one gathering send (`OutputQueue.maximumGather` of them).
+    let gatherVectors: UnsafeMutablePointer<iovec>
     /// Counters of this loop, readable from any thread.
     public let stats = LoopStatistics()
 
@@ -45,23 +40,38 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var generation: UInt32 = 0
     @exclusivity(unchecked) private var timers = TimerQueue()
     @exclusivity(unchecked) private var running = false
-    private var ownerThread: pthread_t?
     private let wakeFD: Int32
     /// Set by `closeGracefully`: the loop is finishing, and stops once no connection is left.
     @exclusivity(unchecked) private(set) var stopWhenEmpty = false
     /// Where each client connect under way is headed, for its error message.
-    @exclusivity(unchecked) var connectTargets: [Connection.ID: SocketAddress] = [:]
+    @exclusivity(unchecked) var connectTargets: [EventToken: SocketAddress] = [:]
 
+    /// What the loop does after the current batch of events, before it waits again.
+    enum DeferredWork {
+        /// Tell the handler if the connection's writability changed.
+        case writabilityNotice(EventToken)
+        /// Offer the connection's unconsumed input to its handler again.
+        case offerInput(EventToken)
+    }
+    @exclusivity(unchecked) var deferredWork: [DeferredWork] = []
+    /// Handlers of connections closed in this batch: released after it, so
+    /// none is freed while one of its callbacks is still running.
+    @exclusivity(unchecked) var retiredHandlers: [Unmanaged<HandlerBox>] = []
+    /// Either list above has entries: one flag to test per batch.
+    @exclusivity(unchecked) var hasDeferredWork = false
+
+    private enum RunState { case created, running, finished }
     private struct CrossThread {
         var tasks: [Task] = []
         var stopRequested = false
+        var runState = RunState.created
     }
     private let crossThread = Mutex(CrossThread())
     @exclusivity(unchecked) private var taskScratch: [Task] = []
 
     /// A closure in a struct: an array of bare closures boxes each one in a
     /// heap-allocated thunk; a struct field stores it as it is (one malloc
-    /// less per `execute`, measured by the Benchmarks' malloc counter).
+    /// less per `execute`).
     private struct Task {
         let body: @Sendable () -> Void
     }
@@ -73,51 +83,55 @@ public final class EventLoop: @unchecked Sendable {
     /// Set on loops of a server configured with an idle timeout.
     @exclusivity(unchecked) var idleTimeouts: IdleTimeouts?
 
-    /// Connections (open or connecting) on this loop right now.
+    /// Connections (open or connecting) on this loop right now. Loop thread.
     @exclusivity(unchecked) public private(set) var connectionCount = 0
 
     /// The monotonic clock, read once per wake-up.
     @exclusivity(unchecked) private(set) var now: UInt64 = monotonicNanoseconds()
 
+    /// A loop is never deallocated: `Connection` and `ScheduledTask` handles
+    /// hold it unretained (a retain per callback would cost more than the
+    /// callback), so the object must outlive every handle anyone keeps. Its
+    /// fds and buffers are released when `run()` returns; what stays is
+    /// this object's few hundred bytes.
     public init(
         backpressure: Backpressure = Backpressure(), sharedHandler: (any ConnectionHandler)? = nil
     ) throws(SystemError) {
         self.backpressure = backpressure
-        self.sharedHandler = sharedHandler
-        sharedHandlerEchoes = sharedHandler is EchoHandler
+        sharedHandlerBox = sharedHandler.map(HandlerBox.init)
         epoll = try Epoll()
         wakeFD = eventfd(0, CEFD_NONBLOCK | CEFD_CLOEXEC)
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
         connections = try ConnectionTable(maximumDescriptors: FileDescriptorLimit.maximum)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
-        try epoll.add(wakeFD, .readable, token: Self.wakeToken)
+        gatherVectors = .allocate(capacity: OutputQueue.maximumGather)
+        try epoll.add(wakeFD, .readable, token: .wake)
+        _ = Unmanaged.passRetained(self) // never released: see above
     }
-
-    deinit {
-        close(wakeFD)
-        readBuffer.deallocate()
-    }
-
-    /// Token bits: generation (high 32) | event-source flag (bit 31) | fd (low 31).
-    private static let wakeToken = UInt64.max
-    private static let sourceFlag: UInt64 = 1 << 31
 
     /// A loop tick is 2^20 ns (about 1 ms): what a connection's last activity is kept in.
     static func tick(_ nanoseconds: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: nanoseconds >> 20) }
 
+    /// True when called on the thread running this loop. Any thread: a
+    /// thread-local read, so every `Connection` method can afford it.
+    @inline(__always)
+    var isCurrent: Bool { cepoll_current_loop() == Unmanaged.passUnretained(self).toOpaque() }
+
     /// True when called on the thread running this loop. Any thread.
-    public var inEventLoop: Bool {
-        guard let ownerThread else { return false }
-        return pthread_equal(ownerThread, pthread_self()) != 0
-    }
+    public var inEventLoop: Bool { isCurrent }
 
     // MARK: Running
 
     /// Runs the loop on the calling thread until `stop()`. Connections and
-    /// listeners still open then are closed, so every fd and buffer is released
-    /// when `run` returns.
+    /// listeners still open then are closed, and every fd and buffer of the
+    /// loop is released when `run` returns; a loop runs once.
     public func run() {
-        ownerThread = pthread_self()
+        let starting = crossThread.withLock { state in
+            defer { if state.runState == .created { state.runState = .running } }
+            return state.runState == .created
+        }
+        precondition(starting, "EventLoop.run(): this loop has already run")
+        cepoll_set_current_loop(Unmanaged.passUnretained(self).toOpaque())
         running = true
         while running {
             let count: Int
@@ -137,22 +151,21 @@ public final class EventLoop: @unchecked Sendable {
                 dispatch(token: batch.token(at: index), events: batch.events(at: index), tick: tick)
             }
             if timers.earliestDeadline <= now { runDueTimers() }
+            if hasDeferredWork { runDeferredWork() }
         }
-        connections.initializedSlots.forEachOpen { id, _ in Connection(loop: self, id: id).close(reason: .shutdown, on: self) }
+        connections.initializedSlots.forEachOpen { token, _ in close(token, reason: .shutdown) }
         for source in sources.values { source.close() }
-        ownerThread = nil
+        runDeferredWork()
+        cepoll_set_current_loop(nil)
+        releaseResources()
     }
 
     /// Polls first; only when nothing is ready does the loop yield its core
     /// once, and then block. When every core is busy (the load generator,
     /// other loops), the thread that feeds this loop often waits for this very
     /// core: yielding lets it run now, and the loop then finds work instead of
-    /// sleeping and being woken per event. Measured with `make perf`, same
-    /// build with and without the yield in one run: `--loops 2` at c=100
-    /// echoed 1.72x the messages per second at a third of the server CPU per
-    /// message; `--loops 1` differed within noise. A loop with work never
-    /// yields; an idle one makes two syscalls more before it sleeps, which a
-    /// ping-pong peer notices (c=1: 0.96x the messages per second).
+    /// sleeping and being woken per event. A loop with work never yields; an
+    /// idle one makes two syscalls more before it sleeps (README, Architecture).
     private func waitForEvents(timeoutMilliseconds timeout: Int32) throws(SystemError) -> Int {
         let ready = try epoll.wait(into: batch, timeoutMilliseconds: 0)
         if ready > 0 || timeout == 0 { return ready }
@@ -161,41 +174,91 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     @inline(__always)
-    private func dispatch(token: UInt64, events: Epoll.Events, tick: UInt32) {
-        if token & Self.sourceFlag == 0 {
-            let fd = Int32(truncatingIfNeeded: token & 0x7FFF_FFFF)
+    private func dispatch(token: EventToken, events: Epoll.Events, tick: UInt32) {
+        if !token.isSource {
             // A token that no longer matches is stale: that connection closed
             // earlier in this batch, and its fd may already serve another.
-            guard let slot = connections.existingSlot(fd), slot.pointee.token == token else { return }
-            Connection(loop: self, id: token).handle(events, slot: slot, tick: tick, on: self)
-        } else if token == Self.wakeToken {
+            guard let slot = connections.slot(for: token) else { return }
+            handleConnectionEvents(events, slot: slot, tick: tick)
+        } else if token == .wake {
             runTasks()
-        } else if let source = sources[Int32(truncatingIfNeeded: token & 0x7FFF_FFFF)], source.token == token {
+        } else if let source = sources[token.fd], source.token == token {
             source.handleReadable()
         }
     }
 
+    /// Writability notices and re-offered input, then the handlers of
+    /// connections closed meanwhile. Handlers called here may add more work;
+    /// it runs before the loop waits again.
+    private func runDeferredWork() {
+        while !deferredWork.isEmpty {
+            let work = deferredWork
+            deferredWork.removeAll(keepingCapacity: true)
+            for item in work {
+                switch item {
+                case .writabilityNotice(let token): deliverWritabilityNotice(token)
+                case .offerInput(let token): offerInputAgain(token)
+                }
+            }
+        }
+        for box in retiredHandlers { box.release() }
+        retiredHandlers.removeAll(keepingCapacity: true)
+        hasDeferredWork = false
+    }
+
     /// Makes `run()` return after the current iteration. Any thread.
     public func stop() {
-        crossThread.withLock { $0.stopRequested = true }
-        wake()
+        crossThread.withLock { state in
+            state.stopRequested = true
+            if state.runState != .finished { wake() }
+        }
+    }
+
+    /// Frees the fds and buffers once the loop will not run (again). Tasks
+    /// submitted from now on are dropped, and stale handles find no slot.
+    private func releaseResources() {
+        crossThread.withLock { state in
+            state.runState = .finished
+            state.tasks.removeAll()
+            // Under the lock: `execute` writes the eventfd under it too, so none writes a closed fd.
+            Glibc.close(wakeFD)
+        }
+        epoll.close()
+        connections.release()
+        timers = TimerQueue()
+        sources = [:]
+        connectTargets = [:]
+        readBuffer.deallocate()
+        gatherVectors.deallocate()
+    }
+
+    /// For a server that was made but never started: frees this loop's fds
+    /// and buffers if it has not run. Any thread.
+    func releaseIfNeverRun() {
+        let neverRan = crossThread.withLock { state in
+            defer { if state.runState == .created { state.runState = .running } }
+            return state.runState == .created
+        }
+        if neverRan { releaseResources() }
     }
 
     // MARK: Tasks and timers
 
-    /// Runs `task` on the loop's thread soon. Any thread.
+    /// Runs `task` on the loop's thread soon, after the tasks submitted
+    /// before it. Any thread. Once the loop has finished running, does nothing.
     public func execute(_ task: @escaping @Sendable () -> Void) {
-        let wasEmpty = crossThread.withLock { state in
+        crossThread.withLock { state in
+            guard state.runState != .finished else { return }
             state.tasks.append(Task(body: task))
-            return state.tasks.count == 1
+            // One wake-up per batch of tasks: the loop drains the whole queue.
+            if state.tasks.count == 1 { wake() }
         }
-        // One wake-up per batch of tasks: the loop drains the whole queue.
-        if wasEmpty { wake() }
     }
 
+    /// With `crossThread` locked.
     private func wake() {
         var one: UInt64 = 1
-        _ = write(wakeFD, &one, MemoryLayout<UInt64>.size)
+        _ = Glibc.write(wakeFD, &one, MemoryLayout<UInt64>.size)
     }
 
     private func runTasks() {
@@ -245,28 +308,29 @@ public final class EventLoop: @unchecked Sendable {
 
     // MARK: Registration
 
-    private func nextToken(for fd: Int32) -> UInt64 {
+    private func nextToken(for fd: Int32, isSource: Bool) -> EventToken {
         generation &+= 1
-        if generation == 0 { generation = 1 } // a token is never 0: 0 marks a free slot
-        return UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+        if generation == 0 { generation = 1 } // generation 0 would make token 0, a free slot's
+        return EventToken(generation: generation, fd: fd, isSource: isSource)
     }
 
-    /// Registers a connection's fd in its slot; nil (and the fd closed) on failure.
+    /// Registers a connection's fd in its slot, with `handler` (boxed) as its handler.
     func register(
-        connectionFD fd: Int32, handler: (any ConnectionHandler)?, phase: ConnectionPhase
+        connectionFD fd: Int32, handler: HandlerBox, phase: ConnectionPhase
     ) throws(SystemError) -> (Connection, UnsafeMutablePointer<ConnectionSlot>) {
         guard let slot = connections.slot(fd) else { throw SystemError("register", "fd \(fd)", code: EMFILE) }
-        let token = nextToken(for: fd)
+        let token = nextToken(for: fd, isSource: false)
         let reading = phase == .open
-        try epoll.add(fd, reading ? Connection.readEvents : .writable, token: token)
+        try epoll.add(fd, reading ? ConnectionInterest.readEvents : .writable, token: token)
         slot.pointee.token = token
-        slot.pointee.handler = handler
+        slot.pointee.handler = .passRetained(handler)
         slot.pointee.phase = phase
-        slot.pointee.interest = reading ? Connection.readingInterest : Connection.connectingInterest
+        slot.pointee.flags = []
+        slot.pointee.interest = reading ? ConnectionInterest.read : ConnectionInterest.write
         slot.pointee.lastActivity = Self.tick(now)
         connectionCount += 1
         increment(stats.opened)
-        return (Connection(loop: self, id: token), slot)
+        return (Connection(loop: self, token: token), slot)
     }
 
     /// Bookkeeping after a connection closed (its fd is already closed).
@@ -277,7 +341,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     func register(_ source: any EventSource) throws(SystemError) {
-        source.token = nextToken(for: source.fd) | Self.sourceFlag
+        source.token = nextToken(for: source.fd, isSource: true)
         try epoll.add(source.fd, .readable, token: source.token)
         sources[source.fd] = source
     }
@@ -291,7 +355,7 @@ public final class EventLoop: @unchecked Sendable {
     func closeGracefully() {
         stopWhenEmpty = true
         for case let listener as Listener in sources.values { listener.close() }
-        connections.initializedSlots.forEachOpen { id, _ in Connection(loop: self, id: id).finishGracefully(on: self) }
+        connections.initializedSlots.forEachOpen { token, _ in finishGracefully(token) }
         if connectionCount == 0 { running = false }
     }
 }

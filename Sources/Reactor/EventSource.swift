@@ -4,7 +4,7 @@
 protocol EventSource: AnyObject {
     var fd: Int32 { get }
     /// The epoll token the loop gave this source.
-    var token: UInt64 { get set }
+    var token: EventToken { get set }
     func handleReadable()
     func close()
 }

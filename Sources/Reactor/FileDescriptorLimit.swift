@@ -30,13 +30,4 @@ public enum FileDescriptorLimit {
         }
         return current
     }
-
-    /// File descriptors this process has open now (entries of /proc/self/fd).
-    public static var openCount: Int {
-        guard let directory = opendir("/proc/self/fd") else { return -1 }
-        defer { closedir(directory) }
-        var count = 0
-        while readdir(directory) != nil { count += 1 }
-        return count - 3 // ".", ".." and the directory's own fd
-    }
 }

@@ -9,7 +9,7 @@ final class IdleTimeouts {
     /// The timeout and the sweep interval, in loop ticks (`EventLoop.tick`, about 1 ms).
     let timeout: UInt32
     private let interval: UInt32
-    private unowned(unsafe) let loop: EventLoop // the loop owns its sweeper
+    private unowned(unsafe) let loop: EventLoop // loops are never freed
 
     init(timeout: Duration, loop: EventLoop) {
         precondition(timeout <= .seconds(86_400 * 7), "idle timeout over a week")
@@ -25,11 +25,9 @@ final class IdleTimeouts {
 
     private func sweep() {
         let now = EventLoop.tick(monotonicNanoseconds())
-        loop.connections.initializedSlots.forEachOpen { id, lastActivity in
+        loop.connections.initializedSlots.forEachOpen { token, lastActivity in
             // Wrapping difference: right across the 32-bit tick wrap (every ~50 days).
-            if now &- lastActivity >= timeout {
-                Connection(loop: loop, id: id).close(reason: .idleTimeout, on: loop)
-            }
+            if now &- lastActivity >= timeout { loop.close(token, reason: .idleTimeout) }
         }
         scheduleSweep()
     }

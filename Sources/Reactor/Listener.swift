@@ -7,8 +7,8 @@ import Glibc
 final class Listener: EventSource {
     let fd: Int32
     /// The epoll token the loop gave this listener.
-    var token: UInt64 = 0
-    private unowned(unsafe) let loop: EventLoop // the loop owns its listeners
+    var token = EventToken.free
+    private unowned(unsafe) let loop: EventLoop // loops are never freed
     /// Connections accepted per wake-up at most, so a connection storm cannot
     /// starve the clients already being served on this loop.
     private let acceptBatch: Int

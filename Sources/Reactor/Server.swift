@@ -41,6 +41,7 @@ public final class Server: Sendable {
     public let loops: [EventLoop]
     private let listenFD: Int32
     private let openConnections = Atomic<Int>(0)
+    private let started = Atomic<Bool>(false)
     private let threads = Mutex<[LoopThread]>([])
     /// Makes each connection's own handler; nil when every connection uses
     /// the loops' shared handler.
@@ -85,15 +86,28 @@ public final class Server: Sendable {
         self.configuration = configuration
         self.makeHandler = makeHandler
         self.errors = errors
-        var loops: [EventLoop] = []
-        for _ in 0..<configuration.loops {
-            loops.append(try EventLoop(backpressure: configuration.backpressure, sharedHandler: shared))
-        }
-        self.loops = loops
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
         let fd = try Socket.listen(on: address, backlog: configuration.backlog, bufferSize: configuration.socketBufferSize)
+        var loops: [EventLoop] = []
+        do {
+            for _ in 0..<configuration.loops {
+                loops.append(try EventLoop(backpressure: configuration.backpressure, sharedHandler: shared))
+            }
+        } catch {
+            for loop in loops { loop.releaseIfNeverRun() }
+            Glibc.close(fd)
+            throw error
+        }
+        self.loops = loops
         localAddress = SocketAddress(of: fd, peer: false) ?? address
         listenFD = fd
+    }
+
+    /// A server never started still holds its listening socket and its loops' fds.
+    deinit {
+        guard !started.load(ordering: .relaxed) else { return }
+        Glibc.close(listenFD)
+        for loop in loops { loop.releaseIfNeverRun() }
     }
 
     /// Starts every loop on its own thread.
@@ -113,6 +127,7 @@ public final class Server: Sendable {
     }
 
     private func start(onCurrentThread: Bool) throws {
+        precondition(!started.exchange(true, ordering: .relaxed), "Server started twice")
         loops[0].execute { [self] in
             let listener = Listener(
                 fd: listenFD, loop: loops[0], acceptBatch: configuration.acceptBatch,

@@ -7,8 +7,8 @@ import Glibc
 /// runs on the loop's thread, at a safe point, and may do anything.
 final class SignalWatcher: EventSource {
     let fd: Int32
-    var token: UInt64 = 0
-    private unowned(unsafe) let loop: EventLoop // the loop owns its sources
+    var token = EventToken.free
+    private unowned(unsafe) let loop: EventLoop // loops are never freed
     private let handler: (Int32) -> Void
 
     init(_ signals: [Int32], loop: EventLoop, handler: @escaping (Int32) -> Void) throws(SystemError) {

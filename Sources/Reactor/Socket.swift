@@ -103,6 +103,22 @@ enum Socket {
         }
     }
 
+    /// One gathering send of `count` ranges: sendmsg, which unlike writev takes MSG_NOSIGNAL.
+    static func send(_ fd: Int32, vectors: UnsafeMutablePointer<iovec>, count: Int) -> IOResult {
+        var message = msghdr()
+        message.msg_iov = vectors
+        message.msg_iovlen = count
+        while true {
+            let n = sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return .transferred(n) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case let code: return .failed(code)
+            }
+        }
+    }
+
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, _ call: String) throws(SystemError) {
         var value = value
         guard setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else { throw SystemError(call) }

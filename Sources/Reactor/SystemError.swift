@@ -26,13 +26,3 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
         subject.isEmpty ? "\(call): \(message)" : "\(call) \(subject): \(message)"
     }
 }
-
-/// Runs a call that returns -1 and sets errno on failure, retrying on EINTR.
-@inline(__always)
-func retryingOnInterrupt(_ call: String, _ body: () -> Int32) throws(SystemError) -> Int32 {
-    while true {
-        let result = body()
-        if result >= 0 { return result }
-        if errno != EINTR { throw SystemError(call) }
-    }
-}

@@ -1,7 +1,7 @@
 /// A handle to a task scheduled on an event loop; `cancel()` from any thread.
 public struct ScheduledTask: Sendable, Hashable {
     let id: UInt64
-    unowned(unsafe) let loop: EventLoop // loops outlive the tasks scheduled on them
+    unowned(unsafe) let loop: EventLoop // loops are never freed
 
     /// Cancels the task if it has not run yet. Safe to call more than once.
     public func cancel() { loop.cancel(self) }

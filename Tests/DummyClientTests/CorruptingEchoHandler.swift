@@ -8,12 +8,16 @@ final class CorruptingEchoHandler: ConnectionHandler {
 
     init(flipAt: Int) { self.flipAt = flipAt }
 
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
         let range = seen..<(seen + bytes.count)
         seen += bytes.count
-        guard range.contains(flipAt) else { return connection.write(bytes) }
-        var copy = Array(bytes)
-        copy[flipAt - range.lowerBound] ^= 0x01
-        connection.write(copy)
+        if range.contains(flipAt) {
+            var copy = Array(bytes)
+            copy[flipAt - range.lowerBound] ^= 0x01
+            connection.write(copy)
+        } else {
+            connection.write(bytes)
+        }
+        return bytes.count
     }
 }

@@ -17,8 +17,13 @@ final class ObservingEcho: ConnectionHandler, Sendable {
         opened.append(connection)
     }
 
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
+        defer { observe(connection) }
         connection.write(bytes)
+        return bytes.count
+    }
+
+    private func observe(_ connection: Connection) {
         let pending = connection.pendingOutputBytes
         let paused = connection.isReadingPaused
         state.withLock {

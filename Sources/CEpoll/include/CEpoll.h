@@ -1,5 +1,6 @@
 // The few Linux APIs the Glibc Swift module does not export: epoll, eventfd,
-// timerfd, signalfd, accept4 and naming a thread. This header is the only place C is seen.
+// signalfd, accept4, naming a thread, and a thread-local variable (Swift has
+// none). This header is the only place C is seen.
 #ifndef CEPOLL_H
 #define CEPOLL_H
 
@@ -7,7 +8,6 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -34,6 +34,13 @@ static const int CSOCK_CLOEXEC = SOCK_CLOEXEC;
 /// keeps Swift from guessing the layout.
 static inline uint32_t cepoll_event_flags(const struct epoll_event *e) { return e->events; }
 static inline uint64_t cepoll_event_token(const struct epoll_event *e) { return e->data.u64; }
+
+/// The event loop running on this thread (NULL on threads that run none):
+/// how a loop tells, in a load and a compare, that a call comes from its own
+/// thread. One variable per thread, written only by that thread.
+extern __thread void *cepoll_current_loop_storage;
+static inline void *cepoll_current_loop(void) { return cepoll_current_loop_storage; }
+static inline void cepoll_set_current_loop(void *loop) { cepoll_current_loop_storage = loop; }
 
 int cepoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
 int cepoll_set_thread_name(pthread_t thread, const char *name);

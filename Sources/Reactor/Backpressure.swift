@@ -1,0 +1,14 @@
+/// How much unsent output a connection may hold before it stops reading.
+public struct Backpressure: Sendable, Equatable {
+    /// Above this many pending output bytes the connection stops reading from
+    /// the peer, and its handler hears it is no longer writable.
+    public var highWaterMark: Int
+    /// At or below this many it reads again, and is writable again.
+    public var lowWaterMark: Int
+
+    public init(highWaterMark: Int = 256 * 1024, lowWaterMark: Int = 64 * 1024) {
+        precondition(highWaterMark > 0 && lowWaterMark >= 0 && lowWaterMark <= highWaterMark)
+        self.highWaterMark = highWaterMark
+        self.lowWaterMark = lowWaterMark
+    }
+}
