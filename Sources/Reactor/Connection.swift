@@ -53,14 +53,11 @@ public struct Connection: Hashable, Sendable {
 
     /// Sends `bytes`, queueing whatever the socket does not take at once. Never
     /// drops data; after `close()` or once closed it does nothing.
+    @inline(__always)
     public func write(_ bytes: UnsafeRawBufferPointer) {
         withLoop { loop in
-            if loop.isCurrent {
-                loop.write(bytes, to: token)
-            } else {
-                let copy = [UInt8](bytes)
-                loop.execute { self.write(copy) }
-            }
+            guard loop.isCurrent else { return hop(to: loop, copying: bytes) }
+            loop.write(bytes, to: token)
         }
     }
 
@@ -72,12 +69,8 @@ public struct Connection: Hashable, Sendable {
     /// and on the wire one segment when they fit in one.
     public func write(_ header: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) {
         withLoop { loop in
-            if loop.isCurrent {
-                loop.write(header, body, to: token)
-            } else {
-                let copy = [UInt8](header) + [UInt8](body)
-                loop.execute { self.write(copy) }
-            }
+            guard loop.isCurrent else { return hop(to: loop, copying: header, body) }
+            loop.write(header, body, to: token)
         }
     }
 
@@ -85,19 +78,29 @@ public struct Connection: Hashable, Sendable {
     /// reference, not copied, so one buffer can go to any number of connections.
     public func write(_ buffer: SharedBuffer) {
         withLoop { loop in
-            if loop.isCurrent {
-                loop.write(buffer, to: token)
-            } else {
-                loop.execute { self.write(buffer) }
-            }
+            guard loop.isCurrent else { return loop.execute { self.write(buffer) } }
+            loop.write(buffer, to: token)
         }
+    }
+
+    /// A write from another thread: the bytes are copied (they are lent for
+    /// the call only) and written on the loop, after this thread's earlier calls.
+    @inline(never)
+    private func hop(to loop: EventLoop, copying first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer = .init(start: nil, count: 0)) {
+        var copy = [UInt8]()
+        copy.reserveCapacity(first.count + second.count)
+        copy.append(contentsOf: first)
+        copy.append(contentsOf: second)
+        let bytes = copy
+        loop.execute { self.write(bytes) }
     }
 
     /// Closes once all queued output is flushed; reads nothing more. A
     /// connect still under way is abandoned at once.
     public func close() {
         withLoop { loop in
-            if loop.isCurrent { loop.requestClose(token) } else { loop.execute { self.close() } }
+            guard loop.isCurrent else { return loop.execute { self.close() } }
+            loop.requestClose(token)
         }
     }
 
@@ -106,7 +109,8 @@ public struct Connection: Hashable, Sendable {
     /// example `.framing(error)` for a frame over the limit).
     public func close(reason: CloseReason) {
         withLoop { loop in
-            if loop.isCurrent { loop.close(token, reason: reason) } else { loop.execute { self.close(reason: reason) } }
+            guard loop.isCurrent else { return loop.execute { self.close(reason: reason) } }
+            loop.close(token, reason: reason)
         }
     }
 
@@ -114,7 +118,8 @@ public struct Connection: Hashable, Sendable {
     /// does when it cannot take more for now. Output still flows.
     public func pauseReading() {
         withLoop { loop in
-            if loop.isCurrent { loop.setReadingPaused(true, token) } else { loop.execute { self.pauseReading() } }
+            guard loop.isCurrent else { return loop.execute { self.pauseReading() } }
+            loop.setReadingPaused(true, token)
         }
     }
 
@@ -122,7 +127,8 @@ public struct Connection: Hashable, Sendable {
     /// are offered again soon, before anything new is read.
     public func resumeReading() {
         withLoop { loop in
-            if loop.isCurrent { loop.setReadingPaused(false, token) } else { loop.execute { self.resumeReading() } }
+            guard loop.isCurrent else { return loop.execute { self.resumeReading() } }
+            loop.setReadingPaused(false, token)
         }
     }
 

@@ -49,6 +49,9 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
     case shutdown
     /// Any other failure, with the call and errno (e.g. `connect` refused).
     case error(SystemError)
+    /// The peer broke the protocol's framing: a frame over the limit, a
+    /// length that overflows, no delimiter within the line limit.
+    case framing(FramingError)
 
     public var description: String {
         switch self {
@@ -58,6 +61,7 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
         case .local: "closed locally"
         case .shutdown: "shutdown"
         case .error(let error): "\(error)"
+        case .framing(let error): "\(error)"
         }
     }
 

@@ -237,18 +237,29 @@ extension EventLoop {
             case .wouldBlock, .endOfFile:
                 break
             case .failed(let code):
-                return close(slot, reason: .failure("send", code: code))
+                return sendFailed(slot, code: code)
             }
         }
-        queueFrom(sent, outputQueue(slot))
-        outputChanged(slot)
+        queue(slot, from: sent, queueFrom)
     }
 
-    private func outputQueue(_ slot: Slot) -> OutputQueue {
-        if let output = slot.pointee.output { return output }
-        let output = OutputQueue()
-        slot.pointee.output = output
-        return output
+    @inline(never)
+    private func sendFailed(_ slot: Slot, code: Int32) {
+        close(slot, reason: .failure("send", code: code))
+    }
+
+    /// The slow path of a write, out of line: what the socket did not take joins the queue.
+    @inline(never)
+    private func queue(_ slot: Slot, from sent: Int, _ queueFrom: (_ sent: Int, OutputQueue) -> Void) {
+        let output: OutputQueue
+        if let queued = slot.pointee.output {
+            output = queued
+        } else {
+            output = OutputQueue()
+            slot.pointee.output = output
+        }
+        queueFrom(sent, output)
+        outputChanged(slot)
     }
 
     /// Sends what is queued, as much as the socket takes, one gathering send at a time.
@@ -444,6 +455,7 @@ extension EventLoop {
         slot.pointee.input.release()
         Glibc.close(token.fd) // also removes it from the epoll set
         increment(stats.closed)
+        if case .framing = reason { increment(stats.framingErrors) }
         connectionClosed()
         let box = slot.pointee.handler.unsafelyUnwrapped
         slot.pointee.handler = nil

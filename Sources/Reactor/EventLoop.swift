@@ -115,7 +115,9 @@ public final class EventLoop: @unchecked Sendable {
     /// True when called on the thread running this loop. Any thread: a
     /// thread-local read, so every `Connection` method can afford it.
     @inline(__always)
-    var isCurrent: Bool { cepoll_current_loop() == Unmanaged.passUnretained(self).toOpaque() }
+    var isCurrent: Bool {
+        UInt(bitPattern: cepoll_current_loop()) == UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+    }
 
     /// True when called on the thread running this loop. Any thread.
     public var inEventLoop: Bool { isCurrent }

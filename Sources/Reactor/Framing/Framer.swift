@@ -24,3 +24,26 @@ public protocol Framer: Sendable {
         _ frame: (UnsafeRawBufferPointer) -> Void
     ) throws(FramingError) -> Int
 }
+
+extension Framer {
+    /// `frames(in:_:)` for a handler's `received`: a framing error closes
+    /// `connection` at once with `.framing(error)` (logged and counted by
+    /// the loop like any close reason). Returns what `received` returns.
+    ///
+    /// ```swift
+    /// func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
+    ///     framer.frames(in: bytes, of: connection) { packet in handle(packet, on: connection) }
+    /// }
+    /// ```
+    @inlinable
+    public func frames(
+        in bytes: UnsafeRawBufferPointer, of connection: Connection, _ frame: (UnsafeRawBufferPointer) -> Void
+    ) -> Int {
+        do {
+            return try frames(in: bytes, frame)
+        } catch {
+            connection.close(reason: .framing(error))
+            return bytes.count
+        }
+    }
+}
