@@ -65,12 +65,22 @@ struct EventLoopTests {
         }
     }
 
+    /// `stop()` ends `run()`, which closes the loop's connections on its
+    /// way out: each handler hears `.shutdown`, and the peer sees FIN.
     @Test func stopEndsRunAndReleasesConnections() throws {
-        let loop = try EventLoop()
-        let thread = try LoopThread(name: "test-loop") { loop.run() }
-        loop.stop()
-        thread.join()
-        #expect(loop.connectionCount == 0)
+        try withServer(loops: 1) { server in
+            let probe = ObservingEcho()
+            let loop = try EventLoop()
+            let thread = try LoopThread(name: "test-loop") { loop.run() }
+            let address = try SocketAddress(host: "127.0.0.1", port: server.port)
+            for _ in 0..<3 { loop.execute { loop.connect(to: address, handler: probe) } }
+            #expect(eventually { probe.opened.count == 3 && server.connectionCount == 3 })
+            loop.stop()
+            thread.join()
+            #expect(probe.reasons.values == [.shutdown, .shutdown, .shutdown])
+            #expect(loop.connectionCount == 0)
+            #expect(eventually { server.connectionCount == 0 }, "the server saw every FIN")
+        }
     }
 
     @Test func connectToClosedPortReportsConnectionRefused() throws {
