@@ -68,7 +68,7 @@ final class LoopWorker: @unchecked Sendable {
     let control: RunControl
     let live = LiveCounters()
     /// A copy of `latency`, refreshed once a second for the progress line.
-    let published = Mutex(LatencyHistogram.latency())
+    let published = Locked(LatencyHistogram.latency())
 
     var ping: PingSession?
     private(set) var pacer: OpenLoopPacer?

@@ -66,7 +66,7 @@ public final class EventLoop: @unchecked Sendable {
         var stopRequested = false
         var runState = RunState.created
     }
-    private let crossThread = Mutex(CrossThread())
+    private let crossThread = Locked(CrossThread())
     @exclusivity(unchecked) private var taskScratch: [Task] = []
 
     /// A closure in a struct: an array of bare closures boxes each one in a

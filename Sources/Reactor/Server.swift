@@ -42,7 +42,7 @@ public final class Server: Sendable {
     private let listenFD: Int32
     private let openConnections = Atomic<Int>(0)
     private let started = Atomic<Bool>(false)
-    private let threads = Mutex<[LoopThread]>([])
+    private let threads = Locked<[LoopThread]>([])
     /// Makes each connection's own handler; nil when every connection uses
     /// the loops' shared handler.
     private let makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?

@@ -6,7 +6,7 @@ import TestSupport
 /// most output ever queued, how often reading was paused, every connection
 /// opened (its handle) and why each one closed.
 final class ObservingEcho: ConnectionHandler, Sendable {
-    private let state = Mutex((maximumPending: 0, paused: 0))
+    private let state = Locked((maximumPending: 0, paused: 0))
     let opened = Recorded<Connection>()
     let reasons = Recorded<CloseReason>()
 

@@ -93,7 +93,7 @@ struct ReliabilityTests {
         _ = FileDescriptorLimit.raiseToMaximum() // both ends of 4,000 connections live in this process
         try withServer { server in
             let storming = Atomic<Bool>(true)
-            let pings = Mutex((rounds: 0, wrong: 0, longest: UInt64(0)))
+            let pings = Locked((rounds: 0, wrong: 0, longest: UInt64(0)))
             let port = server.port
             let pinger = try LoopThread(name: "pinger") {
                 guard let client = try? BlockingClient(port: port) else { return }
@@ -190,7 +190,7 @@ struct ReliabilityTests {
             }
             let (old, new, client) = try #require(reused, "the kernel never reused an fd number")
             #expect(old != new)
-            let staleState = Mutex((closed: false, pending: -1))
+            let staleState = Locked((closed: false, pending: -1))
             let done = Atomic<Bool>(false)
             old.eventLoop.execute {
                 old.write([0xEE, 0xEE])

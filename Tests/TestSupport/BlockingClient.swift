@@ -200,7 +200,7 @@ private func boundLoopbackSocket() throws -> (fd: Int32, port: UInt16) {
 
 /// Values appended from loop threads and read from the test's thread.
 public final class Recorded<Value: Sendable>: Sendable {
-    private let storage = Mutex<[Value]>([])
+    private let storage = Locked<[Value]>([])
     public init() {}
     public func append(_ value: Value) { storage.withLock { $0.append(value) } }
     public var values: [Value] { storage.withLock { $0 } }

@@ -16,6 +16,39 @@ import Reactor
 import Glibc
 #endif
 
+/// The server side of a flood: how the echo is written.
+enum EchoServerKind: String, Sendable {
+    /// The library's `EchoHandler`, one shared by every connection.
+    case builtIn = "echo"
+    /// A handler of this module's own, one per connection, counting its bytes.
+    case ownHandler = "own handler"
+    /// The course's packets: each message is a `PacketHeader` packet, cut by
+    /// `LengthPrefixedFramer` and echoed frame by frame.
+    case framed = "framed"
+}
+
+/// Echo with per-connection state, from outside the Reactor module: what a
+/// library user's handler costs.
+final class CountingEchoHandler: ConnectionHandler {
+    private var bytesEchoed = 0
+
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
+        bytesEchoed += bytes.count
+        connection.write(bytes)
+        return bytes.count
+    }
+}
+
+/// Echoes each whole packet (u16 little-endian size counting the 4-byte
+/// header, then an id); a partial one waits in the reactor for the rest.
+final class PacketEchoHandler: ConnectionHandler, Sendable {
+    let framer = LengthPrefixedFramer.packetHeader(maximumFrameSize: 64 * 1024)
+
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
+        framer.frames(in: bytes, of: connection) { packet in connection.write(packet) }
+    }
+}
+
 /// One flood variant: `connections` clients, each sending `messages` messages
 /// of `messageSize` bytes per round with at most `window` bytes in flight.
 struct FloodShape: Sendable {
@@ -27,6 +60,7 @@ struct FloodShape: Sendable {
     /// SO_RCVBUF of the client sockets, when set: a small one makes the
     /// server's sends fall short, so its output buffers come into play.
     var receiveBuffer: Int32? = nil
+    var server = EchoServerKind.builtIn
 
     var bytesPerConnection: Int { messageSize * messages }
 }
@@ -76,6 +110,10 @@ final class EchoFlood: @unchecked Sendable {
         for index in 0..<shape.messageSize {
             payload.storeBytes(of: UInt8(truncatingIfNeeded: index &* 31 &+ 7), toByteOffset: index, as: UInt8.self)
         }
+        if shape.server == .framed { // each message a whole packet: its size, then id 1
+            payload.storeBytes(of: UInt16(shape.messageSize).littleEndian, toByteOffset: 0, as: UInt16.self)
+            payload.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 2, as: UInt16.self)
+        }
         sink = .allocate(byteCount: Self.sinkSize, alignment: 64)
     }
 
@@ -99,8 +137,11 @@ final class EchoFlood: @unchecked Sendable {
         configuration.host = "127.0.0.1"
         configuration.port = 0
         configuration.loops = 1
-        let echo = EchoHandler() // stateless: one instance serves every connection
-        let server = try Server(configuration: configuration) { _ in echo }
+        let server = switch shape.server {
+        case .builtIn: try Server(configuration: configuration, handler: EchoHandler())
+        case .ownHandler: try Server(configuration: configuration) { _ in CountingEchoHandler() }
+        case .framed: try Server(configuration: configuration, handler: PacketEchoHandler())
+        }
         try server.start()
         self.server = server
         guard case .v4(var address) = server.localAddress else {
@@ -332,6 +373,12 @@ let benchmarks: @Sendable () -> Void = {
     for connections in [1, 10, 100] {
         EchoFlood(FloodShape(connections: connections, messageSize: 100, messages: 10, window: 1_000))
             .register("Flood 10x100B c=\(connections)", maxDuration: maxDuration, maxIterations: 100_000)
+    }
+    // The same at c=100 with a handler of one's own, and with the course's
+    // packets framed (steady state: no allocation per frame).
+    for kind in [EchoServerKind.ownHandler, .framed] {
+        EchoFlood(FloodShape(connections: 100, messageSize: 100, messages: 10, window: 1_000, server: kind))
+            .register("Flood 10x100B c=100 \(kind.rawValue)", maxDuration: maxDuration, maxIterations: 100_000)
     }
     // Streaming: 16 KiB messages, 64 KiB in flight per connection, 256 KiB per connection per round.
     EchoFlood(FloodShape(connections: 10, messageSize: 16 * 1024, messages: 16, window: 64 * 1024))

@@ -123,9 +123,10 @@ final class GateHandler: ConnectionHandler, @unchecked Sendable {
         release = try Signal()
     }
 
-    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) {
+    func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
         entered.post()
         _ = release.wait()
+        return bytes.count
     }
 
     func close() {
