@@ -11,10 +11,20 @@ public func monotonicNanoseconds() -> UInt64 {
 }
 
 extension Duration {
-    /// Whole nanoseconds, saturating at zero for negative durations.
+    /// Whole nanoseconds, saturating: zero for negative durations, UInt64.max
+    /// for ones beyond 584 years (a natural "never").
     var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
         guard seconds >= 0, attoseconds >= 0 else { return 0 }
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+        let (whole, overflowed) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        return overflowed ? .max : whole.addingSaturating(UInt64(attoseconds / 1_000_000_000))
+    }
+}
+
+extension UInt64 {
+    /// `self + other`, or UInt64.max when that overflows: deadlines far off stay far off.
+    func addingSaturating(_ other: UInt64) -> UInt64 {
+        let (sum, overflowed) = addingReportingOverflow(other)
+        return overflowed ? .max : sum
     }
 }

@@ -124,7 +124,8 @@ public struct Connection: Hashable, Sendable {
     }
 
     /// Reads again after `pauseReading()`. Bytes the handler left unconsumed
-    /// are offered again soon, before anything new is read.
+    /// are offered again soon, before anything new is read (as they are when
+    /// reading resumes after pending output drained to the low-water mark).
     public func resumeReading() {
         withLoop { loop in
             guard loop.isCurrent else { return loop.execute { self.resumeReading() } }

@@ -168,8 +168,9 @@ extension EventLoop {
         slot.pointee.input = input
     }
 
-    /// After `resumeReading()`: what the handler left unconsumed is offered
-    /// before anything new is read.
+    /// After reading resumes (`resumeReading()`, or output drained to the
+    /// low-water mark): what the handler left unconsumed is offered before
+    /// anything new is read.
     func offerInputAgain(_ token: EventToken) {
         guard let slot = connections.slot(for: token), slot.pointee.phase == .open,
               !slot.pointee.flags.contains(.readingPausedByHandler), !slot.pointee.input.isEmpty else { return }
@@ -298,6 +299,8 @@ extension EventLoop {
                 slot.pointee.flags.insert(.noticeQueued)
                 postpone(.writabilityNotice(slot.pointee.token))
             }
+            // Reading resumes: what the handler left unconsumed is offered again, as after resumeReading().
+            if above, !slot.pointee.input.isEmpty { postpone(.offerInput(slot.pointee.token)) }
         }
         updateInterest(slot)
     }

@@ -278,7 +278,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop after `delay`. Any thread; the handle cancels it.
     @discardableResult
     public func schedule(after delay: Duration, _ task: @escaping @Sendable () -> Void) -> ScheduledTask {
-        let deadline = monotonicNanoseconds() + delay.nanoseconds
+        let deadline = monotonicNanoseconds().addingSaturating(delay.nanoseconds)
         let handle = ScheduledTask(id: nextTimerID.add(1, ordering: .relaxed).newValue, loop: self)
         if inEventLoop {
             timers.insert(deadline: deadline, id: handle.id, task)
@@ -292,7 +292,7 @@ public final class EventLoop: @unchecked Sendable {
     @discardableResult
     func scheduleOnLoop(after delay: Duration, _ task: @escaping () -> Void) -> ScheduledTask {
         let handle = ScheduledTask(id: nextTimerID.add(1, ordering: .relaxed).newValue, loop: self)
-        timers.insert(deadline: monotonicNanoseconds() + delay.nanoseconds, id: handle.id, task)
+        timers.insert(deadline: monotonicNanoseconds().addingSaturating(delay.nanoseconds), id: handle.id, task)
         return handle
     }
 

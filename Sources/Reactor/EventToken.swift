@@ -9,7 +9,8 @@
 struct EventToken: Hashable {
     let rawValue: UInt64
 
-    /// The loop's eventfd: never a connection's or a source's (fd would be 2^31-1, generation 2^32-1).
+    /// The loop's eventfd. A connection's token never has bit 31 set, and a
+    /// source's would equal this only with fd 2^31-1, which Linux never hands out.
     static let wake = EventToken(rawValue: .max)
     /// What a free slot holds; no registration is ever given it (generations start at 1).
     static let free = EventToken(rawValue: 0)

@@ -61,7 +61,7 @@ final class OutputQueue {
     /// Points `vectors` at the first unsent ranges, at most `capacity` of them; returns how many.
     func gather(into vectors: UnsafeMutablePointer<iovec>, capacity: Int) -> Int {
         var filled = 0
-        for index in head..<segments.count where filled < capacity {
+        for index in head..<min(segments.count, head + capacity) {
             let segment = segments[index]
             vectors[filled] = iovec(iov_base: segment.storage.bytes + segment.start, iov_len: segment.end - segment.start)
             filled += 1

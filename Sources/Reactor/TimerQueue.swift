@@ -50,7 +50,7 @@ struct TimerQueue {
         if deadline == .max { return -1 }
         if deadline <= now { return 0 }
         // Round up so a wake-up never comes a little early and spins.
-        return Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+        return Int32(clamping: (deadline - now).addingSaturating(999_999) / 1_000_000)
     }
 
     /// Removes and returns the next task due at `now`, if any.

@@ -44,6 +44,19 @@ struct EventLoopTests {
         }
     }
 
+    /// Delays beyond what 64-bit nanoseconds hold saturate to "never": they
+    /// neither crash nor wrap around to fire soon.
+    @Test func timersFarOffNeverFireSoon() throws {
+        try withLoop { loop in
+            let fired = Recorded<String>()
+            loop.schedule(after: .seconds(Int64.max)) { fired.append("never") }
+            loop.schedule(after: .seconds(18_446_744_074)) { fired.append("585 years") } // wrapped to 0.29 s once
+            loop.schedule(after: .milliseconds(500)) { fired.append("soon") }
+            #expect(eventually { fired.count >= 1 })
+            #expect(fired.values == ["soon"])
+        }
+    }
+
     /// The loop computes epoll_wait's timeout from the clock read at its last
     /// wake-up. After a long idle stretch that reading is old, yet a timer
     /// scheduled then must fire on time: the scheduling wakes the loop, which
