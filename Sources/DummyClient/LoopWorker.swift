@@ -76,7 +76,7 @@ final class LoopWorker: @unchecked Sendable {
     private let clientIDs: [Int]
     // @exclusivity(unchecked) on what every round updates: only the loop's
     // thread touches these, never in overlapping accesses, and the dynamic
-    // checks cost ~80 instructions per round (callgrind).
+    // checks would cost calls into the runtime every round.
     @exclusivity(unchecked) private(set) var latency = LatencyHistogram.latency()
     private(set) var connectTimes = LatencyHistogram.latency()
     /// Open loop: how late each round went out after its intended send time.

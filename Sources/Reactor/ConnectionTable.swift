@@ -73,11 +73,9 @@ struct ConnectionFlags: OptionSet {
 /// up front (mmap, no memory until touched); slots are initialized 1,024 at a
 /// time as fds reach them, so the table's footprint follows the highest fd
 /// ever open. A lookup is a bounds check and an offset, with no reference
-/// counting and no dynamic exclusivity check (callgrind showed those checks
-/// costing more than half of all user-space instructions per echoed message
-/// when the same state lived in a class; the flat layout saves 5 instructions
-/// per lookup over chunks found through a directory). A noncopyable struct
-/// stored in its loop, so a lookup reads the loop's own fields.
+/// counting and no dynamic exclusivity check (README, performance history).
+/// A noncopyable struct stored in its loop, so a lookup reads the loop's own
+/// fields.
 struct ConnectionTable: ~Copyable {
     private static let chunkSize = 1024
     private let slots: UnsafeMutablePointer<ConnectionSlot>

@@ -118,8 +118,7 @@ public final class Server: Sendable {
     /// Serves with loop 0 on the calling thread (the others on threads of
     /// their own) until the server has shut down and every loop stopped.
     /// With one loop the process stays single-threaded, which spares glibc's
-    /// cancellation bookkeeping on every recv and send (callgrind: about a
-    /// fifth of the instructions per echoed message).
+    /// cancellation bookkeeping on every recv and send.
     public func run() throws {
         try start(onCurrentThread: true)
         loops[0].run()

@@ -78,29 +78,14 @@ enum Socket {
 
     @inline(__always)
     static func receive(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int) -> IOResult {
-        while true {
-            let n = recv(fd, buffer, count, 0)
-            if n > 0 { return .transferred(n) }
-            if n == 0 { return .endOfFile }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            case let code: return .failed(code)
-            }
-        }
+        let result = transfer { recv(fd, buffer, count, 0) }
+        if case .transferred(0) = result { return .endOfFile }
+        return result
     }
 
     @inline(__always)
     static func send(_ fd: Int32, _ bytes: UnsafeRawPointer, count: Int) -> IOResult {
-        while true {
-            let n = Glibc.send(fd, bytes, count, Int32(MSG_NOSIGNAL))
-            if n >= 0 { return .transferred(n) }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            case let code: return .failed(code)
-            }
-        }
+        transfer { Glibc.send(fd, bytes, count, Int32(MSG_NOSIGNAL)) }
     }
 
     /// One gathering send of `count` ranges: sendmsg, which unlike writev takes MSG_NOSIGNAL.
@@ -108,8 +93,14 @@ enum Socket {
         var message = msghdr()
         message.msg_iov = vectors
         message.msg_iovlen = count
+        return transfer { sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Makes a recv- or send-like call, again if a signal interrupted it.
+    @inline(__always)
+    private static func transfer(_ call: () -> Int) -> IOResult {
         while true {
-            let n = sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+            let n = call()
             if n >= 0 { return .transferred(n) }
             switch errno {
             case EINTR: continue
