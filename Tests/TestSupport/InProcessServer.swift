@@ -22,14 +22,32 @@ public func withServer<Result>(
     handler: @escaping @Sendable (EventLoop) -> any ConnectionHandler = { _ in EchoHandler() },
     _ body: (Server) throws -> Result
 ) throws -> Result {
+    try withStartedServer(loops: loops, configure: configure, { configuration in
+        switch echo {
+        case .inline: try Server(configuration: configuration, handler: EchoHandler())
+        case .perConnectionHandler: try Server(configuration: configuration, makeHandler: handler)
+        }
+    }, body)
+}
+
+/// `withServer` with one handler shared by every connection.
+public func withServer<Result>(
+    loops: Int = 2, sharing handler: any ConnectionHandler & Sendable, _ body: (Server) throws -> Result
+) throws -> Result {
+    try withStartedServer(loops: loops, configure: { _ in }, { try Server(configuration: $0, handler: handler) }, body)
+}
+
+private func withStartedServer<Result>(
+    loops: Int,
+    configure: (inout Server.Configuration) -> Void,
+    _ make: (Server.Configuration) throws -> Server,
+    _ body: (Server) throws -> Result
+) throws -> Result {
     var configuration = Server.Configuration()
     configuration.port = 0
     configuration.loops = loops
     configure(&configuration)
-    let server = switch echo {
-    case .inline: try Server(configuration: configuration, handler: EchoHandler())
-    case .perConnectionHandler: try Server(configuration: configuration, makeHandler: handler)
-    }
+    let server = try make(configuration)
     try server.start()
     defer {
         server.shutdown(gracePeriod: .seconds(2))
