@@ -12,7 +12,7 @@ thousands of messages. Under valgrind the servers run ~50x slower: that only
 lowers the message count, not the instructions per message. Each function's
 self cost, and the calls to the syscall wrappers, are read from the dump itself
 (see `_parse_dump`). Ours runs twice: as `echo-server` runs by default (the
-built-in echo, run inline by the loop) and as "reactor-own-handler" (`--verbose`:
+built-in EchoHandler, one shared by all connections) and as "reactor-own-handler" (`--verbose`:
 a handler object per connection, from another module), which is what a
 library user's own handler costs.
 

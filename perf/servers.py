@@ -46,7 +46,7 @@ def ours(binary, name="reactor", extra=()):
 
 def own_handler(binary):
     """Ours with `--verbose`: a handler of its own per connection (LoggingEchoHandler, in
-    another module) instead of the built-in EchoHandler the loop runs inline."""
+    another module) instead of the built-in EchoHandler shared by every connection."""
     return ours(binary, name="reactor-own-handler", extra=("--verbose",))
 
 

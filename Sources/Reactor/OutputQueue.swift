@@ -21,7 +21,7 @@ final class OutputQueue {
 
     /// Ranges per gathering send: plenty to fill a socket buffer, few enough for the stack.
     static let maximumGather = 64
-    /// The size of a chunk for copied bytes, unless one write is larger.
+    /// The smallest chunk for copied bytes.
     static let chunkSize = 16 * 1024
 
     private var segments: [Segment] = []
@@ -46,7 +46,10 @@ final class OutputQueue {
             }
         }
         guard !remaining.isEmpty else { return }
-        let storage = ByteStorage.make(capacity: max(Self.chunkSize, remaining.count))
+        // Chunks grow with what is pending (up to 1 MiB), so a slow reader's
+        // backlog costs a few allocations, not one per 16 KiB.
+        let pendingBefore = byteCount - remaining.count
+        let storage = ByteStorage.make(capacity: max(Self.chunkSize, min(pendingBefore, 1 << 20), remaining.count))
         storage.bytes.copyMemory(from: remaining.baseAddress!, byteCount: remaining.count)
         segments.append(Segment(storage: storage, start: 0, end: remaining.count, isOwnChunk: true))
     }

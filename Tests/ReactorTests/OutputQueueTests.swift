@@ -64,6 +64,21 @@ struct OutputQueueTests {
         #expect(queue.byteCount == 20_000)
     }
 
+    /// A growing backlog gets larger chunks: 1 MB in 100-byte writes is a
+    /// handful of allocations, not one per 16 KiB.
+    @Test func chunksGrowWithTheBacklog() {
+        let queue = OutputQueue()
+        var expected: [UInt8] = []
+        for piece in 0..<10_000 {
+            let bytes = patternBytes(count: 100, seed: UInt64(piece) + 11)
+            Self.appendCopy(bytes, to: queue)
+            expected += bytes
+        }
+        let ranges = Self.gathered(queue)
+        #expect(ranges.count <= 8, "\(ranges.map(\.count))")
+        #expect(firstDifference(Self.contents(queue), expected) == nil)
+    }
+
     /// A write larger than a chunk: it tops up the current chunk, and the rest
     /// goes into one chunk of its own size, not into many small ones.
     @Test func writeLargerThanAChunk() {
