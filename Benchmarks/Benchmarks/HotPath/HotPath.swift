@@ -1,5 +1,6 @@
 // Micro-benchmarks of the pieces on the echo hot path, through the public
-// Reactor API only: the output ByteBuffer's append/consume, and an EventLoop
+// Reactor API only: the ByteBuffer that holds a connection's unconsumed input
+// (append/consume), and an EventLoop
 // dispatching ready sockets (epoll_wait → connection → handler → send).
 //
 // Each sample runs `benchmark.scaledIterations` operations (a million of the
@@ -30,8 +31,8 @@ private nonisolated(unsafe) let chunk16K: UnsafeMutableRawBufferPointer = {
 }()
 
 private func registerByteBufferBenchmarks(_ configuration: Benchmark.Configuration) {
-    // Steady state of a connection with output queued: the buffer never empties,
-    // so it keeps its storage and only slides unread bytes down when it must.
+    // Steady state of a connection with a partial frame pending: the buffer never
+    // empties, so it keeps its storage and only slides unread bytes down when it must.
     Benchmark("ByteBuffer append+consume 100B (stays non-empty)", configuration: configuration) { benchmark in
         var buffer = ByteBuffer()
         buffer.append(UnsafeRawBufferPointer(rebasing: chunk100[..<1]))
