@@ -15,7 +15,8 @@ public protocol ConnectionHandler: AnyObject {
     /// Bytes arrived. They are lent for the call only (usually the loop's
     /// read buffer). Returns how many it consumed: the rest (a partial
     /// frame) is kept for this connection and handed back, followed by the
-    /// next bytes read, on the next call.
+    /// next bytes read, on the next call. What it leaves, it bounds: the
+    /// framers refuse a frame over their maximum as soon as its header says so.
     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int
     /// Everything queued by `write` has been handed to the kernel.
     func connectionDrained(_ connection: Connection)

@@ -93,7 +93,7 @@ public final class EventLoop: @unchecked Sendable {
     /// hold it unretained (a retain per callback would cost more than the
     /// callback), so the object must outlive every handle anyone keeps. Its
     /// fds and buffers are released when `run()` returns; what stays is
-    /// this object's few hundred bytes.
+    /// this object's few hundred bytes, and its shared handler.
     public init(
         backpressure: Backpressure = Backpressure(), sharedHandler: (any ConnectionHandler)? = nil
     ) throws(SystemError) {
