@@ -25,10 +25,14 @@ let package = Package(
             name: "Reactor",
             dependencies: ["CEpoll"]
         ),
-        // What both executables' command lines share: flag checks, stop signals.
+        // What the executables' command lines share: flags, checks, signals, the serve loop.
         .target(
             name: "CommandLineSupport",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Reactor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "EchoServer",

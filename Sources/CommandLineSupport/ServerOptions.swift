@@ -1,0 +1,59 @@
+import ArgumentParser
+import Reactor
+
+/// The flags every server executable here shares: where to listen, how many
+/// loops, the limits, shutdown, statistics and logging.
+public struct ServerOptions: ParsableArguments {
+    @Option(help: "Address to listen on; 0.0.0.0 or :: exposes the server beyond this machine.")
+    public var host = "127.0.0.1"
+    @Option(help: "TCP port (1-65535).")
+    public var port = 7777
+    @Option(help: "Event loops, one thread each (1-1024; default: one per core).")
+    public var loops = Server.coreCount
+    @Option(help: "Listen backlog (1-65535).")
+    public var backlog = 1024
+    @Option(help: "Connections beyond this are accepted and closed at once (1-10000000).")
+    public var maxConnections = 10_000
+    @Option(help: "Kernel send and receive buffer per connection; 0 keeps the kernel's autotuning (0-67108864 bytes).")
+    public var socketBuffer = 0
+    @Option(help: "Close connections silent this many seconds; 0 disables (0-86400).")
+    public var idleTimeout = 600.0
+    @Option(help: "On SIGINT/SIGTERM, seconds to let pending output drain (0-3600).")
+    public var shutdownTimeout = 5.0
+    @Option(help: "Print a statistics line every this many seconds; 0 disables (0-86400).")
+    public var statsInterval = 0.0
+    @Flag(help: "Log every connection's open and close.")
+    public var verbose = false
+
+    public init() {}
+
+    public func validate() throws {
+        try check("--port", port, 1...65535)
+        try check("--loops", loops, 1...1024)
+        try check("--backlog", backlog, 1...65535)
+        try check("--max-connections", maxConnections, 1...10_000_000)
+        try check("--socket-buffer", socketBuffer, 0...(64 << 20))
+        try check("--idle-timeout", idleTimeout, 0...86_400)
+        try check("--shutdown-timeout", shutdownTimeout, 0...3_600)
+        try check("--stats-interval", statsInterval, 0...86_400)
+        do {
+            _ = try SocketAddress(host: host, port: UInt16(port))
+        } catch {
+            throw ValidationError("--host: \(error)")
+        }
+    }
+
+    /// The server configuration these flags describe, with `backpressure` as its output limits.
+    public func configuration(backpressure: Backpressure) -> Server.Configuration {
+        var configuration = Server.Configuration()
+        configuration.host = host
+        configuration.port = UInt16(port)
+        configuration.loops = loops
+        configuration.backlog = Int32(backlog)
+        configuration.maxConnections = maxConnections
+        configuration.backpressure = backpressure
+        configuration.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
+        configuration.socketBufferSize = socketBuffer > 0 ? socketBuffer : nil
+        return configuration
+    }
+}
