@@ -24,12 +24,12 @@ run: release
 test:
 	$(SWIFT) test --no-parallel
 
-# The Reactor tests under ThreadSanitizer, then AddressSanitizer, each in a
+# The Reactor and room tests under ThreadSanitizer, then AddressSanitizer, each in a
 # build folder of its own; any report fails the run. (Leak detection off:
 # loops are never freed, on purpose; see EventLoop.init.)
 test-sanitize:
-	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --no-parallel --sanitize=thread --scratch-path .build-tsan --filter ReactorTests
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --no-parallel --sanitize=address --scratch-path .build-asan --filter ReactorTests
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --no-parallel --sanitize=thread --scratch-path .build-tsan --filter "ReactorTests|RoomServerTests"
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --no-parallel --sanitize=address --scratch-path .build-asan --filter "ReactorTests|RoomServerTests"
 
 clean:
 	rm -rf .build .build-static .build-tsan .build-asan Benchmarks/.build

@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "Reactor", targets: ["Reactor"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
         .executable(name: "dummy-client", targets: ["DummyClient"]),
+        .executable(name: "room-server", targets: ["RoomServer"]),
     ],
     dependencies: [
         // Executables only: the Reactor library depends on nothing but CEpoll and the toolchain.
@@ -43,6 +44,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The room protocol: packets (shared with dummy-client) and the server's rooms.
+        .target(
+            name: "Rooms",
+            dependencies: ["Reactor"]
+        ),
+        .executableTarget(
+            name: "RoomServer",
+            dependencies: [
+                "Reactor", "Rooms", "CommandLineSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // Blocking loopback clients and subprocess helpers shared by the test targets.
         .target(
             name: "TestSupport",
@@ -68,6 +81,10 @@ let package = Package(
         .testTarget(
             name: "EchoServerTests",
             dependencies: ["Reactor", "TestSupport"]
+        ),
+        .testTarget(
+            name: "RoomTests",
+            dependencies: ["Reactor", "Rooms", "TestSupport"]
         ),
         .testTarget(
             name: "DummyClientTests",

@@ -317,7 +317,7 @@ final class ClientConnection: ConnectionHandler {
             if outstandingBytes > 0 { worker.unfinished() }
         case .reset:
             worker.countReset("connection \(id): reset by peer with \(outstandingBytes) B of echo outstanding")
-        case .peerClosed, .idleTimeout, .error, .framing:
+        case .peerClosed, .idleTimeout, .error, .framing, .protocolError, .slowPeer:
             if previous == .finishing, outstandingBytes == 0 { break }
             worker.countShortEcho("connection \(id): \(reason) with \(outstandingBytes) B of echo outstanding")
         }

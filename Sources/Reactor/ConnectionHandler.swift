@@ -53,6 +53,12 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
     /// The peer broke the protocol's framing: a frame over the limit, a
     /// length that overflows, no delimiter within the line limit.
     case framing(FramingError)
+    /// The peer broke the protocol in a way the handler found (an unknown
+    /// packet kind, a body of the wrong length); the text says how.
+    case protocolError(String)
+    /// The handler closed a peer that did not keep up with its output
+    /// (`pendingBytes` queued when it gave up on it).
+    case slowPeer(pendingBytes: Int)
 
     public var description: String {
         switch self {
@@ -63,6 +69,16 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
         case .shutdown: "shutdown"
         case .error(let error): "\(error)"
         case .framing(let error): "\(error)"
+        case .protocolError(let text): "protocol error: \(text)"
+        case .slowPeer(let pendingBytes): "slow peer: \(pendingBytes) B of output pending"
+        }
+    }
+
+    /// The peer broke the protocol: counted in `LoopStatistics.Snapshot.protocolErrors`.
+    public var isProtocolError: Bool {
+        switch self {
+        case .framing, .protocolError: true
+        default: false
         }
     }
 

@@ -458,7 +458,7 @@ extension EventLoop {
         slot.pointee.input.release()
         Glibc.close(token.fd) // also removes it from the epoll set
         increment(stats.closed)
-        if case .framing = reason { increment(stats.framingErrors) }
+        if reason.isProtocolError { increment(stats.protocolErrors) }
         connectionClosed()
         let box = slot.pointee.handler.unsafelyUnwrapped
         slot.pointee.handler = nil

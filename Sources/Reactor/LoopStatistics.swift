@@ -10,7 +10,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
     let opened = Atomic<UInt64>(0)
     let closed = Atomic<UInt64>(0)
     let refused = Atomic<UInt64>(0)
-    let framingErrors = Atomic<UInt64>(0)
+    let protocolErrors = Atomic<UInt64>(0)
     let bytesReceived = Atomic<UInt64>(0)
     let bytesSent = Atomic<UInt64>(0)
 
@@ -20,7 +20,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
             opened: opened.load(ordering: .relaxed),
             closed: closed.load(ordering: .relaxed),
             refused: refused.load(ordering: .relaxed),
-            framingErrors: framingErrors.load(ordering: .relaxed),
+            protocolErrors: protocolErrors.load(ordering: .relaxed),
             bytesReceived: bytesReceived.load(ordering: .relaxed),
             bytesSent: bytesSent.load(ordering: .relaxed))
     }
@@ -32,8 +32,8 @@ public struct LoopStatistics: ~Copyable, Sendable {
         public var closed: UInt64 = 0
         /// Connections accepted and closed at once because of `maxConnections`.
         public var refused: UInt64 = 0
-        /// Connections closed because their peer broke the framing (`CloseReason.framing`).
-        public var framingErrors: UInt64 = 0
+        /// Connections closed because their peer broke the protocol (`.framing`, `.protocolError`).
+        public var protocolErrors: UInt64 = 0
         public var bytesReceived: UInt64 = 0
         public var bytesSent: UInt64 = 0
 
@@ -42,7 +42,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
         public static func + (lhs: Snapshot, rhs: Snapshot) -> Snapshot {
             Snapshot(
                 opened: lhs.opened + rhs.opened, closed: lhs.closed + rhs.closed,
-                refused: lhs.refused + rhs.refused, framingErrors: lhs.framingErrors + rhs.framingErrors,
+                refused: lhs.refused + rhs.refused, protocolErrors: lhs.protocolErrors + rhs.protocolErrors,
                 bytesReceived: lhs.bytesReceived + rhs.bytesReceived,
                 bytesSent: lhs.bytesSent + rhs.bytesSent)
         }

@@ -147,7 +147,7 @@ struct FramingOverSocketsTests {
             #expect(state.frames == round * bodySizes.count)
             #expect(state.tailsOfferedAgain == splitsInsidePackets, "each split inside a packet left a tail that was offered again")
             #expect(probe.closed.count == 0)
-            #expect(server.statistics.framingErrors == 0)
+            #expect(server.statistics.protocolErrors == 0)
         }
     }
 
@@ -257,7 +257,7 @@ struct FramingOverSocketsTests {
             for number in violation.named {
                 #expect(closed.reason.description.contains(number), "\(closed.reason) names \(number)")
             }
-            #expect(server.statistics.framingErrors == 1)
+            #expect(server.statistics.protocolErrors == 1)
 
             for _ in 0..<20 {
                 try steady.send(violation.valid)
