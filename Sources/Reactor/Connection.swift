@@ -83,6 +83,18 @@ public struct Connection: Hashable, Sendable {
         }
     }
 
+    /// Queues a shared buffer to go out when the loop has finished its current
+    /// batch of events, in one gathering send with everything else queued for
+    /// this connection by then: what a broadcast does, so that a member sent
+    /// many messages in one loop iteration costs one syscall, not one each.
+    /// Order with `write` is kept.
+    public func enqueue(_ buffer: SharedBuffer) {
+        withLoop { loop in
+            guard loop.isCurrent else { return loop.execute { self.enqueue(buffer) } }
+            loop.enqueue(buffer, to: token)
+        }
+    }
+
     /// A write from another thread: the bytes are copied (they are lent for
     /// the call only) and written on the loop, after this thread's earlier calls.
     @inline(never)

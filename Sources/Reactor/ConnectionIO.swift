@@ -222,6 +222,24 @@ extension EventLoop {
         }
     }
 
+    /// Queues `buffer` for the flush after the loop's batch, unless output
+    /// is already waiting for the socket (it then goes out with it).
+    func enqueue(_ buffer: SharedBuffer, to token: EventToken) {
+        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return }
+        let waiting = slot.pointee.output != nil
+        queue(slot, from: 0, interest: waiting) { _, output in output.append(buffer) }
+        guard !waiting, !slot.pointee.flags.contains(.flushQueued) else { return }
+        slot.pointee.flags.insert(.flushQueued)
+        postpone(.flush(token))
+    }
+
+    /// The flush after the batch, for what `enqueue` queued.
+    func flushEnqueued(_ token: EventToken) {
+        guard let slot = connections.slot(for: token) else { return }
+        slot.pointee.flags.remove(.flushQueued)
+        if slot.pointee.output != nil { flush(slot) }
+    }
+
     /// Sends at once if nothing is queued, and queues what the socket did
     /// not take (all of it if output is already queued: order is kept).
     @inline(__always)
@@ -241,7 +259,7 @@ extension EventLoop {
                 return sendFailed(slot, code: code)
             }
         }
-        queue(slot, from: sent, queueFrom)
+        queue(slot, from: sent, interest: true, queueFrom)
     }
 
     @inline(never)
@@ -249,9 +267,11 @@ extension EventLoop {
         close(slot, reason: .failure("send", code: code))
     }
 
-    /// The slow path of a write, out of line: what the socket did not take joins the queue.
+    /// The slow path of a write, out of line: what the socket did not take
+    /// joins the queue. With `interest`, the connection then registers for
+    /// writability; without, a flush after the batch comes first (`enqueue`).
     @inline(never)
-    private func queue(_ slot: Slot, from sent: Int, _ queueFrom: (_ sent: Int, OutputQueue) -> Void) {
+    private func queue(_ slot: Slot, from sent: Int, interest: Bool, _ queueFrom: (_ sent: Int, OutputQueue) -> Void) {
         let output: OutputQueue
         if let queued = slot.pointee.output {
             output = queued
@@ -260,7 +280,8 @@ extension EventLoop {
             slot.pointee.output = output
         }
         queueFrom(sent, output)
-        outputChanged(slot)
+        trackWatermarks(slot)
+        if interest { updateInterest(slot) }
     }
 
     /// Sends what is queued, as much as the socket takes, one gathering send at a time.
@@ -287,10 +308,16 @@ extension EventLoop {
         }
     }
 
-    /// Pending output changed: track the marks (a crossing queues a notice
-    /// for the handler, told after the batch: never from inside a write),
-    /// then register for what the connection needs now.
+    /// Pending output changed: track the marks, then register for what the
+    /// connection needs now.
     private func outputChanged(_ slot: Slot) {
+        trackWatermarks(slot)
+        updateInterest(slot)
+    }
+
+    /// A crossing of the high- or low-water mark queues a notice for the
+    /// handler, told after the batch: never from inside a write.
+    private func trackWatermarks(_ slot: Slot) {
         let pending = slot.pointee.pendingOutputBytes
         let above = slot.pointee.flags.contains(.aboveHighWater)
         if above ? pending <= backpressure.lowWaterMark : pending > backpressure.highWaterMark {
@@ -302,7 +329,6 @@ extension EventLoop {
             // Reading resumes: what the handler left unconsumed is offered again, as after resumeReading().
             if above, !slot.pointee.input.isEmpty { postpone(.offerInput(slot.pointee.token)) }
         }
-        updateInterest(slot)
     }
 
     func deliverWritabilityNotice(_ token: EventToken) {

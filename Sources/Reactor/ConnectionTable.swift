@@ -66,6 +66,8 @@ struct ConnectionFlags: OptionSet {
     static let toldUnwritable = ConnectionFlags(rawValue: 1 << 2)
     /// A writability notice for this connection is queued on the loop.
     static let noticeQueued = ConnectionFlags(rawValue: 1 << 3)
+    /// A flush after the batch is queued on the loop (`enqueue`).
+    static let flushQueued = ConnectionFlags(rawValue: 1 << 4)
 }
 
 /// A loop's connection slots, indexed by fd: the one place connection state

@@ -52,6 +52,8 @@ public final class EventLoop: @unchecked Sendable {
         case writabilityNotice(EventToken)
         /// Offer the connection's unconsumed input to its handler again.
         case offerInput(EventToken)
+        /// Send what `enqueue` queued for the connection.
+        case flush(EventToken)
     }
     @exclusivity(unchecked) var deferredWork: [DeferredWork] = []
     /// Handlers of connections closed in this batch: released after it, so
@@ -189,8 +191,8 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Writability notices and re-offered input, then the handlers of
-    /// connections closed meanwhile. Handlers called here may add more work;
+    /// Writability notices, re-offered input and enqueued output, then the
+    /// handlers of connections closed meanwhile. Handlers called here may add more work;
     /// it runs before the loop waits again.
     private func runDeferredWork() {
         while !deferredWork.isEmpty {
@@ -200,6 +202,7 @@ public final class EventLoop: @unchecked Sendable {
                 switch item {
                 case .writabilityNotice(let token): deliverWritabilityNotice(token)
                 case .offerInput(let token): offerInputAgain(token)
+                case .flush(let token): flushEnqueued(token)
                 }
             }
         }

@@ -133,11 +133,12 @@ final class RoomLoop: @unchecked Sendable {
         }
     }
 
-    /// A member past the slow mark is disconnected instead of written to:
-    /// it costs at most the mark plus one packet, and the room goes on.
+    /// Enqueued, not written: a member's deliveries of one loop iteration go
+    /// out in one send after it. A member past the slow mark is disconnected
+    /// instead: it costs at most the mark plus one packet, and the room goes on.
     private func deliver(_ packet: SharedBuffer, to connection: Connection) {
         guard connection.isWritable else { return disconnectSlow(connection) }
-        connection.write(packet)
+        connection.enqueue(packet)
         counters.deliveries.add(1, ordering: .relaxed)
     }
 
