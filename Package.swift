@@ -5,6 +5,8 @@ let package = Package(
     name: "swift-reactor",
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
+        // The room protocol and server, for the benchmarks and anyone embedding rooms.
+        .library(name: "Rooms", targets: ["Rooms"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
         .executable(name: "dummy-client", targets: ["DummyClient"]),
         .executable(name: "room-server", targets: ["RoomServer"]),

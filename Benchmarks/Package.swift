@@ -23,6 +23,16 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .executableTarget(
+            name: "Broadcast",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Reactor", package: "swift-reactor"),
+                .product(name: "Rooms", package: "swift-reactor"),
+            ],
+            path: "Benchmarks/Broadcast",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
             name: "HotPath",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),

@@ -276,7 +276,7 @@ extension EventLoop {
         if let queued = slot.pointee.output {
             output = queued
         } else {
-            output = OutputQueue()
+            output = spareOutputQueues.popLast() ?? OutputQueue()
             slot.pointee.output = output
         }
         queueFrom(sent, output)
@@ -293,7 +293,7 @@ extension EventLoop {
             case .transferred(let sent):
                 increment(stats.bytesSent, by: UInt64(sent))
                 output.consume(sent)
-                if output.isEmpty { slot.pointee.output = nil }
+                if output.isEmpty { retire(output, from: slot) }
             case .wouldBlock, .endOfFile:
                 return outputChanged(slot)
             case .failed(let code):
@@ -307,6 +307,18 @@ extension EventLoop {
             $0.handler.connectionDrained(Connection(loop: self, token: token))
         }
     }
+
+    /// A drained queue goes back to the loop's spares (up to
+    /// `maximumSpareOutputQueues`, and only if it never grew large), its
+    /// storage kept: output that comes and goes, as a broadcast's does,
+    /// allocates nothing once warm.
+    private func retire(_ output: OutputQueue, from slot: Slot) {
+        slot.pointee.output = nil
+        guard spareOutputQueues.count < Self.maximumSpareOutputQueues, output.rangeCapacity <= 256 else { return }
+        spareOutputQueues.append(output)
+    }
+
+    static let maximumSpareOutputQueues = 1_024
 
     /// Pending output changed: track the marks, then register for what the
     /// connection needs now.

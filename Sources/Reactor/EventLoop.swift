@@ -56,11 +56,14 @@ public final class EventLoop: @unchecked Sendable {
         case flush(EventToken)
     }
     @exclusivity(unchecked) var deferredWork: [DeferredWork] = []
+    @exclusivity(unchecked) private var deferredScratch: [DeferredWork] = []
     /// Handlers of connections closed in this batch: released after it, so
     /// none is freed while one of its callbacks is still running.
     @exclusivity(unchecked) var retiredHandlers: [Unmanaged<HandlerBox>] = []
     /// Either list above has entries: one flag to test per batch.
     @exclusivity(unchecked) var hasDeferredWork = false
+    /// Drained output queues, ready for the next connection with output pending.
+    @exclusivity(unchecked) var spareOutputQueues: [OutputQueue] = []
 
     private enum RunState { case created, running, finished }
     private struct CrossThread {
@@ -196,15 +199,15 @@ public final class EventLoop: @unchecked Sendable {
     /// it runs before the loop waits again.
     private func runDeferredWork() {
         while !deferredWork.isEmpty {
-            let work = deferredWork
-            deferredWork.removeAll(keepingCapacity: true)
-            for item in work {
+            swap(&deferredWork, &deferredScratch) // both keep their storage: no allocation per batch
+            for item in deferredScratch {
                 switch item {
                 case .writabilityNotice(let token): deliverWritabilityNotice(token)
                 case .offerInput(let token): offerInputAgain(token)
                 case .flush(let token): flushEnqueued(token)
                 }
             }
+            deferredScratch.removeAll(keepingCapacity: true)
         }
         for box in retiredHandlers { box.release() }
         retiredHandlers.removeAll(keepingCapacity: true)
@@ -233,6 +236,7 @@ public final class EventLoop: @unchecked Sendable {
         timers = TimerQueue()
         sources = [:]
         connectTargets = [:]
+        spareOutputQueues = []
         readBuffer.deallocate()
         gatherVectors.deallocate()
     }

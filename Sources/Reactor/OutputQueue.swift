@@ -30,6 +30,8 @@ final class OutputQueue {
     private(set) var byteCount = 0
 
     var isEmpty: Bool { byteCount == 0 }
+    /// Ranges the queue has room for without growing: what keeping it costs.
+    var rangeCapacity: Int { segments.capacity }
 
     func append(copying bytes: UnsafeRawBufferPointer) {
         guard var remaining = bytes.baseAddress.map({ UnsafeRawBufferPointer(start: $0, count: bytes.count) }),

@@ -55,27 +55,44 @@ final class RoomLoop: @unchecked Sendable {
 
     func owner(of room: UInt32) -> RoomLoop { peers[Int(room % UInt32(peers.count))] }
 
-    /// Runs `body` on `target`'s loop: at once when that is this loop.
-    private func hop(to target: RoomLoop, _ body: @escaping @Sendable () -> Void) {
-        if target === self { body() } else { target.loop.execute(body) }
+    /// What a member's loop asks of a room's owner.
+    private enum OwnerRequest {
+        case admit(RoomMember, room: UInt32, home: Int)
+        case broadcast(SharedBuffer, room: UInt32)
+        case release(room: UInt32, home: Int)
+    }
+
+    /// Hands `request` to the owner of `room`: at once when that is this
+    /// loop (nothing allocated), else as a task on the owner's loop.
+    private func ask(ownerOf room: UInt32, _ request: OwnerRequest) {
+        let owner = owner(of: room)
+        if owner === self { owner.handle(request) } else { owner.loop.execute { owner.handle(request) } }
+    }
+
+    private func handle(_ request: OwnerRequest) {
+        switch request {
+        case .admit(let member, let room, let home): admit(member, to: room, from: home)
+        case .broadcast(let packet, let room): broadcast(packet, in: room)
+        case .release(let room, let home): release(room, from: home)
+        }
     }
 
     // MARK: Requests from this loop's members
 
     func enter(_ member: RoomMember, room: UInt32) {
-        hop(to: owner(of: room)) { [self] in owner(of: room).admit(member, to: room, from: index) }
+        ask(ownerOf: room, .admit(member, room: room, home: index))
     }
 
     func chat(_ packet: SharedBuffer, room: UInt32) {
         counters.broadcasts.add(1, ordering: .relaxed)
-        hop(to: owner(of: room)) { [self] in owner(of: room).broadcast(packet, in: room) }
+        ask(ownerOf: room, .broadcast(packet, room: room))
     }
 
     /// A member leaves `room`, or a connection is gone whose entry the owner may still confirm.
     func leave(_ member: RoomMember, room: UInt32) {
         local[room]?.remove(member.connection)
         if local[room]?.isEmpty == true { local[room] = nil }
-        hop(to: owner(of: room)) { [self] in owner(of: room).release(room, from: index) }
+        ask(ownerOf: room, .release(room: room, home: index))
     }
 
     // MARK: As the owner of a room
