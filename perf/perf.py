@@ -56,54 +56,70 @@ def _sleep_until(deadline, process):
     return True
 
 
-def measure_flood(supervisor, server, load, args):
-    """Run one dummy-client flood against `server`; one result row.
+def measure_client(supervisor, server, name, argv, warmup, duration):
+    """Run one dummy-client (`argv`, which prints one JSON report) against `server`.
 
-    The client counts messages from the end of --warmup to the end of
-    --duration. CPU is sampled from /proc for both processes inside that window
-    (a margin of 10% of it, at most 0.5 s, on each side absorbs process start
-    and connection set-up), and turned into CPU per message as CPU rate over
-    the client's message rate: both are steady-state rates of the same window.
+    The client counts from the end of its warm-up to the end of its
+    duration. CPU is sampled from /proc for both processes inside that
+    window (a margin of 10% of it, at most 0.5 s, on each side absorbs
+    process start and connection set-up). Returns (report or None, the
+    client's exit status, its log tail, and the window's CPU: None, or
+    (wall seconds, server user, server system, client CPU or None)).
     """
     pid = server.pid
     procs.reset_peak_rss(pid)
-    argv = flood_argv(args.client, server.port, load, args.duration, args.warmup, args.threads, args.client_flags)
-    client = supervisor.start(f"client-{server.name}", argv, stdout=subprocess.PIPE)
+    client = supervisor.start(f"{name}-{server.name}", argv, stdout=subprocess.PIPE)
     launched = time.monotonic()
-    margin = min(0.5, args.duration * 0.1)
+    margin = min(0.5, duration * 0.1)
     first = last = None
     try:
-        if _sleep_until(launched + args.warmup + margin, client):
+        if _sleep_until(launched + warmup + margin, client):
             first = _sample(pid, client.pid)
-            if _sleep_until(launched + args.warmup + args.duration - margin, client):
+            if _sleep_until(launched + warmup + duration - margin, client):
                 last = _sample(pid, client.pid)
-        output, _ = client.communicate(timeout=args.warmup + args.duration + 60)
+        output, _ = client.communicate(timeout=warmup + duration + 60)
     finally:
         supervisor.stop(client)
+    cpu = None
+    if first and last:
+        (su0, ss0), (su1, ss1) = first[1], last[1]
+        client_cpu = sum(last[2]) - sum(first[2]) if first[2] and last[2] else None
+        cpu = (last[0] - first[0], su1 - su0, ss1 - ss0, client_cpu)
+    return parse_report(output.decode(errors="replace")), client.returncode, procs.log_tail(client, 3).strip(), cpu
+
+
+def cpu_figures(cpu, rate, unit):
+    """Server (and client) CPU per `unit` (msg, delivery) from a window's CPU and the client's rate."""
+    if not cpu or rate <= 0:
+        return {}
+    wall, user, system, client_cpu = cpu
+    per_item = 1e6 / (wall * rate)  # us per item, per CPU second
+    figures = {f"server_user_us_per_{unit}": user * per_item, f"server_system_us_per_{unit}": system * per_item,
+               f"server_cpu_us_per_{unit}": (user + system) * per_item, "server_cpu_pct": (user + system) / wall * 100}
+    if client_cpu is not None:
+        figures.update({f"client_cpu_us_per_{unit}": client_cpu * per_item, "client_cpu_pct": client_cpu / wall * 100})
+    return figures
+
+
+def measure_flood(supervisor, server, load, args):
+    """Run one dummy-client flood against `server`; one result row. CPU per
+    message is CPU rate over the client's message rate: both steady-state
+    rates of the same window."""
+    argv = flood_argv(args.client, server.port, load, args.duration, args.warmup, args.threads, args.client_flags)
+    result, status, tail, cpu = measure_client(supervisor, server, "client", argv, args.warmup, args.duration)
     row = {"server": server.name, "load": load.name, "connections": load.connections}
-    result = parse_report(output.decode(errors="replace"))
     if result is None:
-        row["failure"] = f"dummy-client exited {client.returncode} without JSON: {procs.log_tail(client, 3).strip()}"
+        row["failure"] = f"dummy-client exited {status} without JSON: {tail}"
         return row
     latency, errors = result.get("latency_us", {}), result.get("errors", {})
     row.update(
         msgs_per_sec=result["msgs_per_sec"], mib_per_sec=result["mib_per_sec"],
         p50_us=latency.get("p50"), p99_us=latency.get("p99"), p999_us=latency.get("p999"),
-        errors=sum(errors.values()), client_exit=client.returncode,
+        errors=sum(errors.values()), client_exit=status,
         client_cpu_s=sum(result.get("client_cpu_s", {}).values()),
-        rss_mib=procs.memory_kib(pid, "VmHWM") / 1024,
+        rss_mib=procs.memory_kib(server.pid, "VmHWM") / 1024,
         client=result)
-    if first and last and result["msgs_per_sec"] > 0:
-        wall = last[0] - first[0]
-        (su0, ss0), (su1, ss1) = first[1], last[1]
-        per_msg = 1e6 / (wall * result["msgs_per_sec"])  # us per message, per CPU second
-        row.update(server_user_us_per_msg=(su1 - su0) * per_msg,
-                   server_system_us_per_msg=(ss1 - ss0) * per_msg,
-                   server_cpu_us_per_msg=(su1 - su0 + ss1 - ss0) * per_msg,
-                   server_cpu_pct=(su1 - su0 + ss1 - ss0) / wall * 100)
-        if first[2] and last[2]:
-            client_cpu = sum(last[2]) - sum(first[2])
-            row.update(client_cpu_us_per_msg=client_cpu * per_msg, client_cpu_pct=client_cpu / wall * 100)
+    row.update(cpu_figures(cpu, result["msgs_per_sec"], "msg"))
     return row
 
 
