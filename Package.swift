@@ -61,13 +61,14 @@ let package = Package(
         // Blocking loopback clients and subprocess helpers shared by the test targets.
         .target(
             name: "TestSupport",
-            dependencies: ["Reactor"],
+            dependencies: ["Reactor", "Rooms"],
             path: "Tests/TestSupport"
         ),
         .executableTarget(
             name: "DummyClient",
             dependencies: [
                 "Reactor",
+                "Rooms",
                 "CommandLineSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -92,7 +93,7 @@ let package = Package(
             name: "DummyClientTests",
             // Runs the built dummy-client binary (`swift test` builds every product
             // first) against in-process servers, and unit-tests its pure parts.
-            dependencies: ["Reactor", "DummyClient", "TestSupport"]
+            dependencies: ["Reactor", "Rooms", "DummyClient", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -9,35 +9,25 @@ import Glibc
 struct DummyClient: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dummy-client",
-        abstract: "A verifying load generator for TCP echo servers, on the Reactor event loop.",
+        abstract: "A verifying load generator for TCP echo and room servers, on the Reactor event loop.",
         discussion: """
-            Every echoed byte is compared with what was sent. Exit status: 0 when everything \
-            verified, 1 on any mismatch, short echo, reset or connect failure, 64 for bad flags.
+            Every echoed byte is compared with what was sent (room: every delivery is checked against \
+            the room protocol's guarantees). Exit status: 0 when everything verified, 1 on any \
+            mismatch, violation, short echo, reset or connect failure, 64 for bad flags.
             """,
-        subcommands: [Ping.self, Flood.self],
+        subcommands: [Ping.self, Flood.self, Room.self],
         defaultSubcommand: Ping.self)
 }
 
-/// Where to connect and what one round is: shared by both modes.
-struct TrafficOptions: ParsableArguments {
-    @Option(help: "Echo server address: numeric IPv4/IPv6 or a name such as localhost.")
+/// Where to connect: shared by every mode.
+struct AddressOptions: ParsableArguments {
+    @Option(help: "Server address: numeric IPv4/IPv6 or a name such as localhost.")
     var host = "127.0.0.1"
-    @Option(help: "Echo server port (1-65535).")
+    @Option(help: "Server port (1-65535).")
     var port = 7777
-    @Option(help: "Bytes per message (1-1048576).")
-    var size = 100
-    @Option(help: "Messages per round, sent back to back (1-100000; at most 64 MiB per round).")
-    var burst = 10
-    @Flag(help: "Write each round with one send instead of --burst sends (same bytes on the wire, fewer syscalls).")
-    var coalesce = false
 
     func validate() throws {
         try check("--port", port, 1...65535)
-        try check("--size", size, 1...(1 << 20))
-        try check("--burst", burst, 1...100_000)
-        if size * burst > 64 << 20 {
-            throw ValidationError("--burst \(burst) x --size \(size) is over 64 MiB per round: --burst must be in 1...\((64 << 20) / size)")
-        }
         _ = try address()
     }
 
@@ -46,6 +36,73 @@ struct TrafficOptions: ParsableArguments {
             return try SocketAddress(host: host, port: UInt16(port))
         } catch {
             throw ValidationError("--host: \(error)")
+        }
+    }
+}
+
+/// Where to connect and what one round is: shared by ping and flood.
+struct TrafficOptions: ParsableArguments {
+    @OptionGroup var server: AddressOptions
+    @Option(help: "Bytes per message (1-1048576).")
+    var size = 100
+    @Option(help: "Messages per round, sent back to back (1-100000; at most 64 MiB per round).")
+    var burst = 10
+    @Flag(help: "Write each round with one send instead of --burst sends (same bytes on the wire, fewer syscalls).")
+    var coalesce = false
+
+    func validate() throws {
+        try check("--size", size, 1...(1 << 20))
+        try check("--burst", burst, 1...100_000)
+        if size * burst > 64 << 20 {
+            throw ValidationError("--burst \(burst) x --size \(size) is over 64 MiB per round: --burst must be in 1...\((64 << 20) / size)")
+        }
+    }
+
+    func address() throws -> SocketAddress { try server.address() }
+}
+
+/// How long a load runs, on how many loops, and how it reports: shared by flood and room.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "Seconds measured, after the warm-up (0.1-86400).")
+    var duration = 10.0
+    @Option(help: "Seconds of traffic before measuring starts (0-3600).")
+    var warmup = 1.0
+    @Option(help: "Event loops, one thread each; each connection lives on one (1-256).")
+    var threads = 1
+    @Option(help: "Connections opened per second over all threads (1-10000000; default: all at once).")
+    var connectRate: Double?
+    @Flag(help: "Print the summary as one JSON object on stdout.")
+    var json = false
+    @Flag(help: "No progress line on stderr.")
+    var quiet = false
+
+    func validate() throws {
+        try check("--duration", duration, 0.1...86_400)
+        try check("--warmup", warmup, 0...3600)
+        try check("--threads", threads, 1...256)
+        if let connectRate { try check("--connect-rate", connectRate, 1...10_000_000) }
+    }
+
+    /// Every connection is a file descriptor; the loops need a few more each.
+    func checkDescriptors(for connections: Int, flag: String) throws {
+        let needed = connections + 8 * min(threads, connections) + 32
+        let limit = FileDescriptorLimit.raiseToMaximum()
+        if limit < needed {
+            throw ValidationError("""
+                \(flag) \(connections) needs about \(needed) file descriptors, but this process \
+                may open only \(limit) (RLIMIT_NOFILE, hard limit): use \(flag) 1...\(max(1, limit - needed + connections)) \
+                or raise the limit first (ulimit -n \(needed), as root)
+                """)
+        }
+    }
+
+    /// Warns when there are more connections than local ports to one address.
+    func warnAboutPorts(_ connections: Int) {
+        if let ports = LocalPorts.available(), connections > ports {
+            Output.standardError("""
+                dummy-client: warning: the kernel has \(ports) local ports for connections to one address \
+                (net.ipv4.ip_local_port_range): connects beyond that fail with EADDRNOTAVAIL\n
+                """)
         }
     }
 }
@@ -96,33 +153,18 @@ struct Flood: ParsableCommand {
     @OptionGroup var traffic: TrafficOptions
     @Option(help: "Connections (1-100000).")
     var connections = 100
-    @Option(help: "Seconds measured, after the warm-up (0.1-86400).")
-    var duration = 10.0
-    @Option(help: "Seconds of traffic before measuring starts (0-3600).")
-    var warmup = 1.0
-    @Option(help: "Event loops, one thread each; each connection lives on one (1-256).")
-    var threads = 1
-    @Option(help: "Connections opened per second over all threads (1-10000000; default: all at once).")
-    var connectRate: Double?
+    @OptionGroup var load: LoadOptions
     @Option(help: "closed, open (needs --rate) or stream.")
     var mode: LoadMode?
     @Option(help: "Open loop: rounds per second per connection (0.01-10000000); implies --mode open.")
     var rate: Double?
     @Option(help: "Stream mode: bytes in flight per connection (--size to 67108864; default 65536).")
     var window: Int?
-    @Flag(help: "Print the summary as one JSON object on stdout.")
-    var json = false
-    @Flag(help: "No progress line on stderr.")
-    var quiet = false
 
     var effectiveMode: LoadMode { mode ?? (rate != nil ? .open : .closed) }
 
     func validate() throws {
         try check("--connections", connections, 1...100_000)
-        try check("--duration", duration, 0.1...86_400)
-        try check("--warmup", warmup, 0...3600)
-        try check("--threads", threads, 1...256)
-        if let connectRate { try check("--connect-rate", connectRate, 1...10_000_000) }
         if let rate { try check("--rate", rate, 0.01...10_000_000) }
         switch effectiveMode {
         case .open where rate == nil:
@@ -137,35 +179,21 @@ struct Flood: ParsableCommand {
         } else if effectiveMode == .stream, traffic.size > 65_536 {
             throw ValidationError("--size \(traffic.size) is over the default --window 65536: give --window (\(traffic.size)...67108864)")
         }
-        // Every connection is a file descriptor; the loops need a few more each.
-        let needed = connections + 8 * min(threads, connections) + 32
-        let limit = FileDescriptorLimit.raiseToMaximum()
-        if limit < needed {
-            throw ValidationError("""
-                --connections \(connections) needs about \(needed) file descriptors, but this process \
-                may open only \(limit) (RLIMIT_NOFILE, hard limit): use --connections 1...\(max(1, limit - needed + connections)) \
-                or raise the limit first (ulimit -n \(needed), as root)
-                """)
-        }
+        try load.checkDescriptors(for: connections, flag: "--connections")
     }
 
     func run() throws {
         let address = try traffic.address()
         var configuration = RunConfiguration(
             mode: effectiveMode, address: address, connections: connections,
-            threads: min(threads, connections), size: traffic.size, burst: traffic.burst,
+            threads: min(load.threads, connections), size: traffic.size, burst: traffic.burst,
             coalesce: traffic.coalesce, window: window ?? 65_536, rate: rate ?? 0,
-            warmup: nanoseconds(warmup), duration: nanoseconds(duration), connectRate: connectRate)
+            warmup: nanoseconds(load.warmup), duration: nanoseconds(load.duration), connectRate: load.connectRate)
         if configuration.mode == .stream { configuration.burst = 1 }
-        if let ports = LocalPorts.available(), connections > ports {
-            Output.standardError("""
-                dummy-client: warning: the kernel has \(ports) local ports for connections to one address \
-                (net.ipv4.ip_local_port_range): connects beyond that fail with EADDRNOTAVAIL\n
-                """)
-        }
-        let report = try Runner.run(configuration, progress: !quiet)
+        load.warnAboutPorts(connections)
+        let report = try Runner.run(configuration, progress: !load.quiet)
         for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
-        Output.standardOutput((json ? report.json() : report.summary()) + "\n")
+        Output.standardOutput((load.json ? report.json() : report.summary()) + "\n")
         if !report.succeeded { throw ExitCode.failure }
     }
 }

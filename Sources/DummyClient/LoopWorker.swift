@@ -43,12 +43,12 @@ final class LiveCounters: Sendable {
 }
 
 @inline(__always)
-private func bump(_ counter: borrowing Atomic<UInt64>, by amount: UInt64) {
+func bump(_ counter: borrowing Atomic<UInt64>, by amount: UInt64) {
     counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
 }
 
 @inline(__always)
-private func bump(_ counter: borrowing Atomic<Int>, by amount: Int) {
+func bump(_ counter: borrowing Atomic<Int>, by amount: Int) {
     counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
 }
 
@@ -60,7 +60,7 @@ private func bump(_ counter: borrowing Atomic<Int>, by amount: Int) {
 /// before that loop's thread starts; from then on every `var` is touched only
 /// on that loop's thread, and by the main thread again only after joining it.
 /// What the main thread reads meanwhile is `live` (atomics) and `published` (a mutex).
-final class LoopWorker: @unchecked Sendable {
+final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     let index: Int
     let loop: EventLoop
     let configuration: RunConfiguration
@@ -71,7 +71,7 @@ final class LoopWorker: @unchecked Sendable {
     let published = Locked(LatencyHistogram.latency())
 
     var ping: PingSession?
-    private(set) var pacer: OpenLoopPacer?
+    private(set) var pacer: OpenLoopPacer<LoopWorker>?
     private(set) var clients: [ClientConnection] = []
     private let clientIDs: [Int]
     // @exclusivity(unchecked) on what every round updates: only the loop's
@@ -86,8 +86,7 @@ final class LoopWorker: @unchecked Sendable {
     @exclusivity(unchecked) private var windowStart = UInt64.max
     @exclusivity(unchecked) private var windowEnd = UInt64.max
     private var remaining = 0
-    private var nextToConnect = 0
-    private var connectStartedAt: UInt64 = 0
+    private var connector: ConnectPacer?
     private var finishing = false
 
     init(index: Int, loop: EventLoop, configuration: RunConfiguration, pattern: Pattern, control: RunControl) {
@@ -112,36 +111,14 @@ final class LoopWorker: @unchecked Sendable {
         remaining = clients.count
         guard remaining > 0 else { return control.loopFinished() }
         if configuration.mode == .open {
-            pacer = OpenLoopPacer(worker: self, start: start, period: configuration.roundPeriod)
+            pacer = OpenLoopPacer(target: self, slots: clients.count, start: start, period: configuration.roundPeriod)
         }
-        connectStartedAt = start
-        if configuration.ping == nil { publishEverySecond() }
-        connectMore()
-    }
-
-    /// Connects what is due: everything (512 per turn of the loop, so the
-    /// first connections' traffic is not held up), or `--connect-rate`'s share.
-    private func connectMore() {
-        guard !finishing else { return }
-        let now = monotonicNanoseconds()
-        var due = clients.count
-        let rate = configuration.connectRate.map { $0 / Double(configuration.threads) }
-        if let rate {
-            due = min(due, Int(Double(now - connectStartedAt) * rate / 1e9) + 1)
+        if configuration.ping == nil { publishEverySecond { [unowned self] in finishing ? nil : latency } }
+        connector = ConnectPacer(loop: loop, count: clients.count, totalRate: configuration.connectRate,
+                                 loops: configuration.threads, startedAt: start) { [unowned self] index in
+            clients[index].connect(to: configuration.address)
         }
-        let batchEnd = min(due, nextToConnect + 512)
-        while nextToConnect < batchEnd, !finishing {
-            let client = clients[nextToConnect]
-            nextToConnect += 1
-            client.connect(to: configuration.address)
-        }
-        guard nextToConnect < clients.count, !finishing else { return }
-        if nextToConnect < due {
-            loop.execute { [self] in connectMore() }
-        } else if let rate {
-            let dueAt = connectStartedAt + UInt64(Double(nextToConnect) / rate * 1e9)
-            loop.schedule(after: .nanoseconds(Int64(dueAt > now ? dueAt - now : 0))) { [self] in connectMore() }
-        }
+        connector?.connectMore()
     }
 
     /// Ends the run on this loop: no round starts after `end`, what is in
@@ -151,15 +128,14 @@ final class LoopWorker: @unchecked Sendable {
         finishing = true
         windowEnd = min(windowEnd, end)
         pacer?.stop()
+        connector?.stop()
         for client in clients { client.finish() }
     }
 
-    private func publishEverySecond() {
-        loop.schedule(after: .seconds(1)) { [self] in
-            let snapshot = latency
-            published.withLock { $0 = snapshot }
-            if !finishing { publishEverySecond() }
-        }
+    /// Open loop: the pacer says slot `slot`'s round was due at `intendedAt`.
+    @inline(__always)
+    func slotDue(_ slot: Int, intendedAt: UInt64, now: UInt64) {
+        clients[slot].roundDue(intendedAt: intendedAt, now: now)
     }
 
     // MARK: Accounting (loop thread; the hot ones allocate nothing)
@@ -236,27 +212,50 @@ final class LoopWorker: @unchecked Sendable {
     func unfinished() { totals.unfinished += 1 }
 }
 
-/// What the main thread and the loops share about the run's end.
+/// What the main thread and the loops share about the run's start and end.
 final class RunControl: Sendable {
     /// Every loop has finished, or Ctrl-C: the main thread stops waiting.
     let stop = Completion()
     /// Every loop has finished: the drain is over.
     let finished = Completion()
+    /// The load has started (`loadStartTime`), or the run is over before it did.
+    let loadStarted = Completion()
+    /// When the load started (monotonic nanoseconds); 0 until then.
+    let loadStartTime = Atomic<UInt64>(0)
     let interrupted = Atomic<Bool>(false)
     private let loopsLeft: Atomic<Int>
+    /// Room mode: members still to enter (or to fail) before the load starts.
+    private let participantsLeft: Atomic<Int>
 
-    init(loops: Int) { loopsLeft = Atomic(loops) }
+    init(loops: Int, participants: Int = 0) {
+        loopsLeft = Atomic(loops)
+        participantsLeft = Atomic(participants)
+    }
 
     /// A loop's last connection has ended. Any loop thread.
     func loopFinished() {
         if loopsLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             finished.signal()
             stop.signal()
+            loadStarted.signal()
         }
     }
 
     func interrupt() {
         interrupted.store(true, ordering: .relaxed)
         stop.signal()
+        loadStarted.signal()
+    }
+
+    /// Starts the load's clock (the warm-up counts from here). Any thread, once.
+    func startLoad(at time: UInt64) {
+        loadStartTime.store(max(time, 1), ordering: .releasing)
+        loadStarted.signal()
+    }
+
+    /// One participant is ready (or has failed); true for the last one, whose
+    /// caller then starts the load. Any loop thread.
+    func participantSettled() -> Bool {
+        participantsLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0
     }
 }

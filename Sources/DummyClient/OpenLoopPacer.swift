@@ -1,5 +1,13 @@
 import Reactor
 
+/// What an open-loop pacer drives: one loop's connections (flood) or room
+/// members, numbered `0..<slots`.
+protocol PacedSlots: AnyObject, Sendable {
+    var loop: EventLoop { get }
+    /// Slot `slot`'s next round (or chat) was due at `intendedAt`.
+    func slotDue(_ slot: Int, intendedAt: UInt64, now: UInt64)
+}
+
 /// Open loop: decides when each connection of one loop sends, at `--rate`
 /// rounds per second per connection, whatever the server does.
 ///
@@ -14,10 +22,13 @@ import Reactor
 /// may go out up to a millisecond after its slot: that lateness is part of the
 /// recorded latency) and polled on every read, which sends what fell due
 /// meanwhile without waiting for the timer.
-final class OpenLoopPacer {
-    /// The worker owns the pacer and outlives it (Unmanaged: no retain per use).
-    private let workerReference: Unmanaged<LoopWorker>
-    @inline(__always) private var worker: LoopWorker { workerReference.takeUnretainedValue() }
+///
+/// `@unchecked Sendable` only so its timer closure may capture it: it is made,
+/// polled and fired on its loop's thread alone.
+final class OpenLoopPacer<Target: PacedSlots>: @unchecked Sendable {
+    /// The target owns the pacer and outlives it (Unmanaged: no retain per use).
+    private let targetReference: Unmanaged<Target>
+    @inline(__always) private var target: Target { targetReference.takeUnretainedValue() }
     private let period: UInt64
     private let slots: Int
     private var cycleStart: UInt64
@@ -29,16 +40,16 @@ final class OpenLoopPacer {
     private var timerFired: (@Sendable () -> Void)?
 
     /// Slots visited per poll at most, so catching up after a stall cannot starve reads.
-    private static let maximumVisitsPerPoll = 65_536
+    private static var maximumVisitsPerPoll: Int { 65_536 }
 
-    init(worker: LoopWorker, start: UInt64, period: UInt64) {
-        workerReference = .passUnretained(worker)
+    init(target: Target, slots: Int, start: UInt64, period: UInt64) {
+        targetReference = .passUnretained(target)
         self.period = period
-        self.slots = worker.clients.count
+        self.slots = slots
         self.cycleStart = start
         self.nextDue = start
-        timerFired = { [worker] in
-            guard let pacer = worker.pacer else { return }
+        timerFired = { [weak self] in
+            guard let pacer = self else { return }
             pacer.timerArmed = false
             let now = monotonicNanoseconds()
             pacer.poll(now: now)
@@ -52,10 +63,10 @@ final class OpenLoopPacer {
     /// Lets every slot due by `now` send its round.
     @inline(__always)
     func poll(now: UInt64) {
-        guard now >= nextDue, !stopped else { return }
+        guard now >= nextDue, !stopped, slots > 0 else { return }
         var visits = 0
         while nextDue <= now, visits < Self.maximumVisitsPerPoll {
-            worker.clients[slot].roundDue(intendedAt: nextDue, now: now)
+            target.slotDue(slot, intendedAt: nextDue, now: now)
             visits += 1
             slot += 1
             if slot == slots {
@@ -71,6 +82,6 @@ final class OpenLoopPacer {
         guard !timerArmed, !stopped, let timerFired else { return }
         timerArmed = true
         let delay = nextDue > now ? nextDue - now : 0
-        worker.loop.schedule(after: .nanoseconds(Int64(delay)), timerFired)
+        target.loop.schedule(after: .nanoseconds(Int64(delay)), timerFired)
     }
 }

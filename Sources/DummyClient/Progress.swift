@@ -3,24 +3,28 @@ import Reactor
 import Glibc
 #endif
 
-/// One line per second on stderr while a flood runs: elapsed time, live
-/// connections, msgs/s and MiB/s over the last second, p99 so far (measured
-/// window), errors. On a terminal the line updates in place (`\r`); into a
+/// One line per second on stderr while a flood or room run goes: elapsed
+/// time, live connections, msgs/s (deliveries/s) and MiB/s over the last
+/// second, p99 so far (measured window), errors. On a terminal the line updates in place (`\r`); into a
 /// file or pipe each second is a line of its own. Main thread only.
 final class Progress {
-    private let workers: [LoopWorker]
+    private let workers: [any RunWorker]
+    private let unit: String
     private let start: UInt64
-    private let windowStart: UInt64
+    private let control: RunControl
+    private let warmup: UInt64
     private let isTerminal = isatty(STDERR_FILENO) != 0
     private var lastTime: UInt64
     private var lastMessages: UInt64 = 0
     private var lastBytes: UInt64 = 0
     private var printed = false
 
-    init(workers: [LoopWorker], start: UInt64, windowStart: UInt64) {
+    init(workers: [any RunWorker], unit: String, start: UInt64, control: RunControl, warmup: UInt64) {
         self.workers = workers
+        self.unit = unit
         self.start = start
-        self.windowStart = windowStart
+        self.control = control
+        self.warmup = warmup
         lastTime = start
     }
 
@@ -42,10 +46,11 @@ final class Progress {
         let mebibytes = seconds > 0 ? Double(bytes - lastBytes) / seconds / 1_048_576 : 0
         (lastTime, lastMessages, lastBytes) = (now, messages, bytes)
         let p99 = latency.totalCount > 0 ? "\(Format.microseconds(latency.valueAtPercentile(99))) us" : "-"
-        let phase = now < windowStart ? " warm-up" : ""
+        let loadStart = control.loadStartTime.load(ordering: .relaxed)
+        let phase = loadStart == 0 ? " entering" : now < loadStart &+ warmup ? " warm-up" : ""
         let line = """
             [\(Format.fixed(Double(now - start) / 1e9, 0)) s\(phase)] \(Format.grouped(open)) conns, \
-            \(Format.grouped(messageRate)) msgs/s, \(Format.fixed(mebibytes, 2)) MiB/s, p99 \(p99), errors \(errors)
+            \(Format.grouped(messageRate)) \(unit), \(Format.fixed(mebibytes, 2)) MiB/s, p99 \(p99), errors \(errors)
             """
         Output.standardError(isTerminal ? "\r\(line)\u{1B}[K" : "\(line)\n")
         printed = true

@@ -32,11 +32,18 @@ struct RunConfiguration: Sendable {
     var connectRate: Double?
     /// Ping mode: rounds to run (nil: until interrupted), pause between rounds, and whether to print each.
     var ping: PingSettings?
+    /// Room mode: how many rooms of how many members (`connections` is their product).
+    var room: RoomSettings?
 
     struct PingSettings: Sendable {
         var rounds: Int?
         var interval: UInt64
         var printRounds: Bool
+    }
+
+    struct RoomSettings: Sendable {
+        var rooms: Int
+        var members: Int
     }
 
     /// The unit whose echo is awaited and timed: a round (`burst` messages of

@@ -4,11 +4,44 @@ import Reactor
 import Glibc
 #endif
 
+/// What the runner needs of one event loop's share of a run (flood's
+/// `LoopWorker`, room's `RoomWorker`): its loop, what the progress line
+/// reads, and how it starts and ends. `start` and `finish` run on the loop.
+protocol RunWorker: AnyObject, Sendable {
+    var index: Int { get }
+    var loop: EventLoop { get }
+    var live: LiveCounters { get }
+    var published: Locked<LatencyHistogram> { get }
+    func start(at start: UInt64)
+    func finish(windowEnd end: UInt64)
+}
+
+extension RunWorker {
+    /// For the progress line: copies `snapshot()` (the loop's latency so far)
+    /// into `published` once a second, until it returns nil. Loop thread.
+    func publishEverySecond(_ snapshot: @escaping @Sendable () -> LatencyHistogram?) {
+        loop.schedule(after: .seconds(1)) { [self] in
+            guard let histogram = snapshot() else { return }
+            published.withLock { $0 = histogram }
+            publishEverySecond(snapshot)
+        }
+    }
+}
+
+/// When a run's traffic counted, and what it cost.
+struct RunTimes: Sendable {
+    var windowStart: UInt64
+    var end: UInt64
+    var cpu: CPUTime
+    var interrupted: Bool
+}
+
 /// Runs one configuration start to end on the main thread's behalf: starts
 /// one event loop per thread, each owning its share of the connections; waits
-/// for the end of the duration, for every connection to end, or for Ctrl-C,
-/// printing progress meanwhile; lets the loops drain what is in flight; stops
-/// and joins them; and sums up what they did.
+/// for the load to start (at once in flood and ping; once every member has
+/// entered in room mode), then for the end of the duration, for every
+/// connection to end, or for Ctrl-C, printing progress meanwhile; lets the
+/// loops drain what is in flight; stops and joins them; and sums up what they did.
 enum Runner {
     /// How long the end of a run waits for echoes still in flight.
     static let drainPeriod: UInt64 = 2_000_000_000
@@ -16,7 +49,6 @@ enum Runner {
     static func run(_ configuration: RunConfiguration, progress showProgress: Bool) throws -> Report {
         let pattern = configuration.ping != nil ? Pattern.hello(size: configuration.size) : Pattern.flood()
         let control = RunControl(loops: configuration.threads)
-        try Interrupts.forward(to: control)
         var workers: [LoopWorker] = []
         for index in 0..<configuration.threads {
             let worker = LoopWorker(index: index, loop: try EventLoop(backpressure: ClientConnection.alwaysRead), configuration: configuration,
@@ -24,23 +56,49 @@ enum Runner {
             if let settings = configuration.ping { worker.ping = PingSession(worker: worker, settings: settings) }
             workers.append(worker)
         }
+        let times = try drive(workers, control: control, configuration: configuration, progress: showProgress, unit: "msgs/s",
+                              loadStartsAtOnce: true)
+        return Report(configuration: configuration, workers: workers, windowStart: times.windowStart, end: times.end,
+                      cpu: times.cpu, interrupted: times.interrupted)
+    }
 
+    /// The shared run: loop threads, the wait for the load to start (by
+    /// `entryDeadline` at the latest), the measured window, progress, drain, join.
+    static func drive<Worker: RunWorker>(
+        _ workers: [Worker], control: RunControl, configuration: RunConfiguration, progress showProgress: Bool,
+        unit: String, loadStartsAtOnce: Bool, entryDeadline: UInt64 = .max
+    ) throws -> RunTimes {
+        try Interrupts.forward(to: control)
         let cpuBefore = CPUTime.now()
         let start = monotonicNanoseconds()
+        if loadStartsAtOnce { control.startLoad(at: start) }
         var threads: [LoopThread] = []
         for worker in workers {
             worker.loop.execute { worker.start(at: start) }
             threads.append(try LoopThread(name: "client-\(worker.index)") { worker.loop.run() })
         }
-
-        let (windowStart, overflow) = start.addingReportingOverflow(configuration.warmup)
-        let (plannedEnd, overflowEnd) = windowStart.addingReportingOverflow(configuration.duration)
-        let end = overflow || overflowEnd ? UInt64.max : plannedEnd
-        let progress = showProgress ? Progress(workers: workers, start: start, windowStart: windowStart) : nil
+        let progress = showProgress ? Progress(workers: workers, unit: unit, start: start, control: control, warmup: configuration.warmup) : nil
         var nextTick = start + 1_000_000_000
+
+        // Room mode: members connect and enter first; the clock starts when the last has.
+        let entryEnd = start &+ entryDeadline < start ? UInt64.max : start &+ entryDeadline
+        while !control.loadStarted.wait(until: min(entryEnd, progress == nil ? .max : nextTick)) {
+            let now = monotonicNanoseconds()
+            if now >= entryEnd { break }
+            if now >= nextTick {
+                progress?.tick(now: now)
+                nextTick += 1_000_000_000
+            }
+        }
+        let loadStart = control.loadStartTime.load(ordering: .acquiring)
+        let stopped = loadStart == 0 || control.stop.wait(until: 0)
+        let loadAt = loadStart == 0 ? monotonicNanoseconds() : loadStart
+        let (windowStart, overflow) = loadAt.addingReportingOverflow(configuration.warmup)
+        let (plannedEnd, overflowEnd) = windowStart.addingReportingOverflow(configuration.duration)
+        let end = stopped ? loadAt : (overflow || overflowEnd ? UInt64.max : plannedEnd)
         // CPU time counts over the measured window, like the traffic.
-        var cpuAtWindowStart: CPUTime? = configuration.warmup == 0 ? cpuBefore : nil
-        while true {
+        var cpuAtWindowStart: CPUTime? = configuration.warmup == 0 ? (loadStartsAtOnce ? cpuBefore : CPUTime.now()) : nil
+        while !stopped {
             var deadline = min(end, progress == nil ? .max : nextTick)
             if cpuAtWindowStart == nil { deadline = min(deadline, windowStart) }
             if control.stop.wait(until: deadline) { break }
@@ -60,8 +118,8 @@ enum Runner {
         _ = control.finished.wait(until: monotonicNanoseconds() + drainPeriod)
         for worker in workers { worker.loop.stop() }
         for thread in threads { thread.join() }
-        return Report(configuration: configuration, workers: workers, windowStart: windowStart, end: stoppedAt,
-                      cpu: cpu, interrupted: control.interrupted.load(ordering: .relaxed))
+        return RunTimes(windowStart: min(windowStart, stoppedAt), end: stoppedAt, cpu: cpu,
+                        interrupted: control.interrupted.load(ordering: .relaxed))
     }
 }
 
