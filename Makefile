@@ -62,12 +62,18 @@ PERF_COMMON = --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
 	--port $(PERF_PORT) --loops $(LOOPS) --threads $(PERF_THREADS) \
 	$(if $(filter 1 yes true,$(PEERS)),--peers) $(if $(VERSUS),--versus $(VERSUS))
 
-.PHONY: perf perf-baseline perf-instr profile peers
+.PHONY: perf perf-rooms perf-baseline perf-instr profile peers
 
 perf: release
 	$(PYTHON) perf/perf.py run $(PERF_COMMON) --duration $(PERF_DURATION) --warmup $(PERF_WARMUP) \
 		--conns $(PERF_CONNS) --stream-conns $(PERF_STREAM_CONNS) --idle $(PERF_IDLE) --repeat $(PERF_REPEAT) \
 		'--client-flags=$(PERF_CLIENT_FLAGS)'
+	$(MAKE) --no-print-directory perf-rooms
+
+# The three room loads of ../shared/protocols/room.md (dummy-client room), beside
+# roomref and nio-room with PEERS=1; part of `make perf`.
+perf-rooms: release
+	$(PYTHON) perf/perf.py rooms $(PERF_COMMON) --duration $(PERF_DURATION) --warmup $(PERF_WARMUP)
 
 perf-baseline:
 	$(PYTHON) perf/perf.py baseline

@@ -4,6 +4,7 @@
     perf.py run      the load matrix against echo-server (and the peers): table, ratios, chart
     perf.py baseline save perf/results*.json as perf/baseline*.json
     perf.py peers    build the reference servers into .build-peers/
+    perf.py rooms    the room loads against room-server (and the room peers)
     perf.py instr    user-space instructions per echoed message (callgrind)
     perf.py profile  CPU profile of echo-server under the c=100 flood (linux perf)
 
@@ -390,6 +391,12 @@ def main():
     measure.add_argument("--baseline", default=os.path.join(PERF_DIR, "baseline.json"))
     measure.add_argument("--chart", default=os.path.join(PERF_DIR, "report.svg"))
 
+    rooms_command = commands.add_parser("rooms", help="the room loads of room.md (make perf-rooms)")
+    common(rooms_command)
+    rooms_command.add_argument("--room-server", default=os.path.join(release, "room-server"))
+    rooms_command.add_argument("--duration", type=float, default=5, help="measured seconds per load")
+    rooms_command.add_argument("--warmup", type=float, default=1, help="warm-up seconds per load")
+
     commands.add_parser("baseline", help="save the latest results as the baseline")
     commands.add_parser("peers", help="build the reference servers into .build-peers/")
 
@@ -410,6 +417,9 @@ def main():
     args = parser.parse_args()
     if args.command == "run":
         return run(args)
+    if args.command == "rooms":
+        import rooms
+        return rooms.run(args, measure_client, cpu_figures)
     if args.command == "baseline":
         return save_baseline(args)
     if args.command == "peers":

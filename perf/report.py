@@ -48,9 +48,9 @@ def _render(header, lines):
     return "\n".join(out)
 
 
-def results_table(rows):
-    header = ["server", "load", *(title for title, *_ in COLUMNS)]
-    lines = [[row["server"], row["load"], *(_cell(row, field, fmt) for _, field, fmt, _ in COLUMNS)]
+def results_table(rows, columns=COLUMNS):
+    header = ["server", "load", *(title for title, *_ in columns)]
+    lines = [[row["server"], row["load"], *(_cell(row, field, fmt) for _, field, fmt, _ in columns)]
              for row in rows]
     return _render(header, lines)
 
@@ -68,9 +68,9 @@ def _ratio(ours, theirs, direction, threshold=None):
     return f"{ratio:.2f}{'!' if worse else ''}"
 
 
-def ratio_table(rows, others, pick, columns, threshold=None):
+def ratio_table(rows, others, pick, titles, threshold=None, columns=COLUMNS):
     """Our rows over `others` (keyed by load), for the given column titles."""
-    chosen = [c for c in COLUMNS if c[0] in columns]
+    chosen = [c for c in columns if c[0] in titles]
     header = ["server", "load", *(title for title, *_ in chosen)]
     lines = []
     for row in rows:

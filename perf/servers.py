@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_SOURCE = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
 PEERS_BUILD = os.path.join(ROOT, ".build-peers")
 NIO_BINARY = os.path.join(PEERS_BUILD, "nio", ".build", "release", "nio-echo")
+NIO_ROOM_BINARY = os.path.join(PEERS_BUILD, "nio", ".build", "release", "nio-room")
 
 
 @dataclass
@@ -115,6 +116,8 @@ def build_peers():
     cc = os.environ.get("CC", "cc")
     _build("echoref", [cc, "-O2", "-o", os.path.join(PEERS_BUILD, "echoref"),
                        os.path.join(c_dir, "echoref.c"), "-lpthread"])
+    _build("roomref", [cc, "-O2", "-o", os.path.join(PEERS_BUILD, "roomref"),
+                       os.path.join(c_dir, "roomref.c"), "-lpthread"])
     _build("uvecho", [cc, "-O2", "-o", os.path.join(PEERS_BUILD, "uvecho"),
                       os.path.join(c_dir, "uvecho.c"), "-lpthread", "-luv"],
            hint="needs libuv: apt-get install -y libuv1-dev")
@@ -123,7 +126,7 @@ def build_peers():
         print("note: nio-echo skipped: no swift on PATH")
         return 0
     _copy_sources(os.path.join(PEERS_SOURCE, "nio"), nio_copy)
-    _build("nio-echo", ["swift", "build", "-c", "release", "--package-path", nio_copy],
+    _build("nio-echo, nio-room", ["swift", "build", "-c", "release", "--package-path", nio_copy],
            hint="SwiftNIO is fetched from GitHub on the first build")
     return 0
 
