@@ -88,10 +88,20 @@ public struct Connection: Hashable, Sendable {
     /// this connection by then: what a broadcast does, so that a member sent
     /// many messages in one loop iteration costs one syscall, not one each.
     /// Order with `write` is kept.
-    public func enqueue(_ buffer: SharedBuffer) {
+    ///
+    /// Returns false when, with this buffer, the connection's pending output
+    /// is above the loop's high-water mark (the buffer is queued all the
+    /// same): a broadcast can then give up on a peer that does not keep up,
+    /// which then costs at most the mark plus this one buffer. From another
+    /// thread it hops to the loop and returns true.
+    @discardableResult
+    public func enqueue(_ buffer: SharedBuffer) -> Bool {
         withLoop { loop in
-            guard loop.isCurrent else { return loop.execute { self.enqueue(buffer) } }
-            loop.enqueue(buffer, to: token)
+            guard loop.isCurrent else {
+                loop.execute { self.enqueue(buffer) }
+                return true
+            }
+            return loop.enqueue(buffer, to: token)
         }
     }
 

@@ -224,13 +224,16 @@ extension EventLoop {
 
     /// Queues `buffer` for the flush after the loop's batch, unless output
     /// is already waiting for the socket (it then goes out with it).
-    func enqueue(_ buffer: SharedBuffer, to token: EventToken) {
-        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return }
+    /// False when pending output is above the high-water mark afterwards.
+    func enqueue(_ buffer: SharedBuffer, to token: EventToken) -> Bool {
+        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return true }
         let waiting = slot.pointee.output != nil
         queue(slot, from: 0, interest: waiting) { _, output in output.append(buffer) }
-        guard !waiting, !slot.pointee.flags.contains(.flushQueued) else { return }
-        slot.pointee.flags.insert(.flushQueued)
-        postpone(.flush(token))
+        if !waiting, !slot.pointee.flags.contains(.flushQueued) {
+            slot.pointee.flags.insert(.flushQueued)
+            postpone(.flush(token))
+        }
+        return !slot.pointee.flags.contains(.aboveHighWater)
     }
 
     /// The flush after the batch, for what `enqueue` queued.

@@ -143,22 +143,18 @@ final class RoomLoop: @unchecked Sendable {
         switch message {
         case .chat(let room, let packet):
             guard let members = local[room] else { return }
-            for connection in members { deliver(packet, to: connection) }
+            for connection in members where !connection.enqueue(packet) { disconnectSlow(connection) }
+            counters.deliveries.add(UInt64(members.count), ordering: .relaxed)
         case .entered(let room, let member, let members):
             guard member.confirmEntry(to: room, members: members) else { return }
             local[room, default: []].insert(member.connection)
         }
     }
 
-    /// Enqueued, not written: a member's deliveries of one loop iteration go
-    /// out in one send after it. A member past the slow mark is disconnected
-    /// instead: it costs at most the mark plus one packet, and the room goes on.
-    private func deliver(_ packet: SharedBuffer, to connection: Connection) {
-        guard connection.isWritable else { return disconnectSlow(connection) }
-        connection.enqueue(packet)
-        counters.deliveries.add(1, ordering: .relaxed)
-    }
-
+    /// Deliveries are enqueued, not written: a member's deliveries of one
+    /// loop iteration go out in one send after it. A member past the slow
+    /// mark is disconnected: it costs at most the mark plus one packet, and
+    /// the room goes on.
     func disconnectSlow(_ connection: Connection) {
         let pending = connection.pendingOutputBytes
         counters.slowMembers.add(1, ordering: .relaxed)
