@@ -16,7 +16,7 @@ extension Histogram where Count == UInt64 {
 }
 
 /// What one loop's connections did: traffic in the measured window, errors over the whole run.
-struct LoopTotals {
+struct LoopTotals: ErrorTotals {
     var units: UInt64 = 0
     var bytesSent: UInt64 = 0
     var bytesEchoed: UInt64 = 0
@@ -198,14 +198,12 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     }
 
     func countReset(_ message: @autoclosure () -> String) {
-        totals.resets += 1
-        if totals.firstError == nil { totals.firstError = message() }
+        totals.count(\.resets, message)
         bump(live.errors, by: 1)
     }
 
     func countShortEcho(_ message: @autoclosure () -> String) {
-        totals.shortEchoes += 1
-        if totals.firstError == nil { totals.firstError = message() }
+        totals.count(\.shortEchoes, message)
         bump(live.errors, by: 1)
     }
 

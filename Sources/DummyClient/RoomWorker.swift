@@ -2,7 +2,7 @@ import Reactor
 
 /// What one loop's room members did: deliveries in the measured window,
 /// errors and violations over the whole run.
-struct RoomTotals {
+struct RoomTotals: ErrorTotals {
     var deliveries: UInt64 = 0
     var broadcasts: UInt64 = 0
     var connected = 0
@@ -197,20 +197,17 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
     }
 
     func countReset(_ message: @autoclosure () -> String) {
-        totals.resets += 1
-        if totals.firstError == nil { totals.firstError = message() }
+        totals.count(\.resets, message)
         bump(live.errors, by: 1)
     }
 
     func countDisconnect(_ message: @autoclosure () -> String) {
-        totals.disconnects += 1
-        if totals.firstError == nil { totals.firstError = message() }
+        totals.count(\.disconnects, message)
         bump(live.errors, by: 1)
     }
 
     func notEntered(_ message: @autoclosure () -> String) {
-        totals.notEntered += 1
-        if totals.firstError == nil { totals.firstError = message() }
+        totals.count(\.notEntered, message)
         bump(live.errors, by: 1)
     }
 
