@@ -41,10 +41,12 @@ import Testing
         let deliveries = try #require(report["deliveries"] as? Int)
         let broadcasts = try #require(report["broadcasts"] as? Int)
         #expect(deliveries > 0 && broadcasts > 0)
-        // Each broadcast reaches the room's 5 members; at the window's edges some are half counted.
-        #expect(abs(deliveries - 5 * broadcasts) <= 2 * 5 * 20, "\(result.transcript)")
-        // What the client verified, the server really sent (warm-up included on its side).
+        // What the client verified, the server really sent (warm-up included on its side). How
+        // many broadcasts straddle the window's edges depends on the latency, that is on the
+        // machine's load, so deliveries against 5 x broadcasts is no bound; exactly once is
+        // checked per delivery (violations below).
         #expect(UInt64(deliveries) <= served.deliveries, "client verified \(deliveries), server sent \(served.deliveries)")
+        #expect(UInt64(broadcasts) <= served.broadcasts, "client saw \(broadcasts) back, server took \(served.broadcasts)")
         let latency = try #require(report["latency_us"] as? [String: Double])
         for field in ["p50", "p90", "p99", "p999", "max", "mean"] { #expect(latency[field] != nil, "latency_us.\(field)") }
         let p50 = try #require(latency["p50"]), max = try #require(latency["max"])
