@@ -22,6 +22,8 @@ final class RoomLoop: @unchecked Sendable {
     /// Every loop's rooms, by loop index; set before the loops start.
     var peers: [RoomLoop] = []
     let counters = RoomCounters()
+    /// Cuts every member's packets here: one framer per loop, not one per member.
+    let framer: LengthPrefixedFramer
     private let log: @Sendable (String) -> Void
 
     /// The rooms this loop owns: their member counts and where the members live.
@@ -42,9 +44,10 @@ final class RoomLoop: @unchecked Sendable {
     private var outgoing: [[Message]] = []
     private var flushScheduled = false
 
-    init(loop: EventLoop, index: Int, log: @escaping @Sendable (String) -> Void) {
+    init(loop: EventLoop, index: Int, framer: LengthPrefixedFramer, log: @escaping @Sendable (String) -> Void) {
         self.loop = loop
         self.index = index
+        self.framer = framer
         self.log = log
     }
 

@@ -12,16 +12,14 @@ import Reactor
 final class RoomMember: ConnectionHandler, @unchecked Sendable {
     let id: UInt32
     private let home: RoomLoop
-    private let framer: LengthPrefixedFramer
     private(set) var connection: Connection!
     /// The room it is in, or is entering (`entering`).
     private var room: UInt32?
     private var entering = false
 
-    init(id: UInt32, home: RoomLoop, maximumPacket: Int) {
+    init(id: UInt32, home: RoomLoop) {
         self.id = id
         self.home = home
-        framer = .packetHeader(maximumFrameSize: maximumPacket)
     }
 
     func connectionOpened(_ connection: Connection) {
@@ -30,7 +28,7 @@ final class RoomMember: ConnectionHandler, @unchecked Sendable {
 
     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int {
         var waitingFrom: Int?
-        let consumed = framer.frames(in: bytes, of: connection) { packet in
+        let consumed = home.framer.frames(in: bytes, of: connection) { packet in
             guard waitingFrom == nil, !connection.isClosed else { return }
             handle(packet)
             if entering { waitingFrom = packet.baseAddress! - bytes.baseAddress! + packet.count }

@@ -19,9 +19,10 @@ public final class RoomService: Sendable {
         let directory = RoomDirectory()
         server = try Server(configuration: configuration, errors: errors) { loop in
             let home = directory.home(of: loop)
-            return RoomMember(id: directory.nextMemberID(), home: home, maximumPacket: maximumPacket)
+            return RoomMember(id: directory.nextMemberID(), home: home)
         }
-        let homes = server.loops.enumerated().map { RoomLoop(loop: $0.element, index: $0.offset, log: log) }
+        let framer = LengthPrefixedFramer.packetHeader(maximumFrameSize: maximumPacket)
+        let homes = server.loops.enumerated().map { RoomLoop(loop: $0.element, index: $0.offset, framer: framer, log: log) }
         for home in homes { home.attach(homes) }
         directory.homes = Dictionary(uniqueKeysWithValues: homes.map { (ObjectIdentifier($0.loop), $0) })
         self.directory = directory
