@@ -1,4 +1,8 @@
 /// How much unsent output a connection may hold before it stops reading.
+///
+/// Pending output is counted as the memory it holds: its bytes, plus, for
+/// each queued `SharedBuffer`, that buffer's allocation overhead, so that a
+/// peer sent many small shared messages is held to the mark in memory too.
 public struct Backpressure: Sendable, Equatable {
     /// Above this many pending output bytes the connection stops reading from
     /// the peer, and its handler hears it is no longer writable.

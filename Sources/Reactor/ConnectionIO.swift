@@ -333,7 +333,7 @@ extension EventLoop {
     /// A crossing of the high- or low-water mark queues a notice for the
     /// handler, told after the batch: never from inside a write.
     private func trackWatermarks(_ slot: Slot) {
-        let pending = slot.pointee.pendingOutputBytes
+        let pending = slot.pointee.output?.memoryCost ?? 0
         let above = slot.pointee.flags.contains(.aboveHighWater)
         if above ? pending <= backpressure.lowWaterMark : pending > backpressure.highWaterMark {
             slot.pointee.flags.formSymmetricDifference(.aboveHighWater)

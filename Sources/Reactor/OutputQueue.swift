@@ -28,6 +28,18 @@ final class OutputQueue {
     /// Index of the first unsent segment; the consumed ones before it are dropped in bulk.
     private var head = 0
     private(set) var byteCount = 0
+    /// What the queued shared buffers hold beyond their bytes (see `memoryCost`).
+    private var sharedOverhead = 0
+
+    /// What a queued shared buffer costs beyond its bytes: its own allocation's
+    /// headers and rounding, and its range here. Small messages queued by
+    /// reference to a peer that stopped reading cost mostly this.
+    static let sharedBufferOverhead = 80
+
+    /// The memory this queue holds for its peer, as the high-water mark
+    /// counts it: the bytes, plus each queued shared buffer's overhead
+    /// (counted in full, as if no other connection still held it).
+    var memoryCost: Int { byteCount + sharedOverhead }
 
     var isEmpty: Bool { byteCount == 0 }
     /// Ranges the queue has room for without growing: what keeping it costs.
@@ -60,6 +72,7 @@ final class OutputQueue {
     func append(_ buffer: SharedBuffer, from offset: Int = 0) {
         guard offset < buffer.count else { return }
         byteCount += buffer.count - offset
+        sharedOverhead += Self.sharedBufferOverhead
         segments.append(Segment(storage: buffer.storage, start: offset, end: buffer.count, isOwnChunk: false))
     }
 
@@ -86,11 +99,13 @@ final class OutputQueue {
                 break
             }
             left -= length
+            if !segments[head].isOwnChunk { sharedOverhead -= Self.sharedBufferOverhead }
             head += 1
         }
         if byteCount == 0 {
             segments.removeAll(keepingCapacity: true)
             head = 0
+            sharedOverhead = 0
         } else if head >= 32 && head * 2 >= segments.count {
             segments.removeFirst(head)
             head = 0
