@@ -81,6 +81,7 @@ perf-baseline:
 perf-instr: release
 	$(PYTHON) perf/perf.py instr $(PERF_COMMON) --duration $(INSTR_DURATION) --warmup $(INSTR_WARMUP) \
 		--connections $(INSTR_CONNS) '--client-flags=$(INSTR_CLIENT_FLAGS)'
+	$(PYTHON) perf/perf.py instr-rooms $(PERF_COMMON) --duration $(INSTR_DURATION) --warmup $(INSTR_WARMUP)
 
 profile: release
 	$(PYTHON) perf/perf.py profile $(PERF_COMMON) --duration $(PROFILE_DURATION) --connections $(PROFILE_CONNS) \

@@ -137,8 +137,23 @@ def _parse_dump(dump):
     return costs, calls
 
 
-def callgrind_one(supervisor, server, args, port, work):
-    """Instructions per echoed message of one server, and its top functions."""
+def _room(supervisor, args, port, duration, name):
+    """One busy room (1 x 100, 32 B chats) for `duration`, as a flood-shaped result: a delivery is a message."""
+    import rooms
+    argv = rooms.room_argv(args.client, port, 1, 100, duration, 0, 1)
+    client = supervisor.start(name, argv, stdout=subprocess.PIPE)
+    try:
+        output, _ = client.communicate(timeout=duration + 120)
+    finally:
+        supervisor.stop(client)
+    result = parse_report(output.decode(errors="replace"))
+    if result is None:
+        raise RuntimeError(f"dummy-client room exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
+    return {"messages": result["deliveries"], "msgs_per_sec": result["deliveries_per_sec"], "errors": result["errors"]}
+
+
+def callgrind_one(supervisor, server, args, port, work, load=_flood):
+    """Instructions per echoed message (or per delivery, with `load=_room`) of one server, and its top functions."""
     binary = os.path.join(work, os.path.basename(server.binary))
     shutil.copyfile(server.binary, binary)
     os.chmod(binary, 0o755)
@@ -149,11 +164,11 @@ def callgrind_one(supervisor, server, args, port, work):
     running = servers.start(supervisor, stripped, port, args.loops, ready_timeout=120, wrapper=wrapper)
     pid = running.pid
     try:
-        print(f"  {server.name}: warm-up flood ({args.warmup:g} s)", flush=True)
-        _flood(supervisor, args, port, args.warmup, f"warmup-{server.name}")
+        print(f"  {server.name}: warm-up ({args.warmup:g} s)", flush=True)
+        load(supervisor, args, port, args.warmup, f"warmup-{server.name}")
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True, timeout=60)
-        print(f"  {server.name}: measured flood ({args.duration:g} s)", flush=True)
-        result = _flood(supervisor, args, port, args.duration, f"measured-{server.name}")
+        print(f"  {server.name}: measured ({args.duration:g} s)", flush=True)
+        result = load(supervisor, args, port, args.duration, f"measured-{server.name}")
         before = set(glob.glob(out_file + "*"))
         subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True, timeout=60)
         if not procs.wait_until(lambda: set(glob.glob(out_file + "*")) - before, 30, 0.1):
@@ -164,7 +179,7 @@ def callgrind_one(supervisor, server, args, port, work):
         supervisor.stop(running.process, timeout=30)
     messages = result["messages"]
     if messages <= 0:
-        raise RuntimeError(f"{server.name}: no messages echoed in the measured flood")
+        raise RuntimeError(f"{server.name}: nothing echoed or delivered in the measured run")
     ir = _total_ir(dump)
     costs, calls = _parse_dump(dump)
     ranked = sorted(costs.items(), key=lambda item: -item[1])[:args.top]
@@ -246,6 +261,44 @@ def callgrind(args):
                    "client_flags": list(args.client_flags),
                    "duration_s": args.duration, "results": results}, file, indent=1)
     print(f"results: {os.path.relpath(path)}")
+    return 0
+
+
+def callgrind_rooms(args):
+    """perf.py instr-rooms: instructions per delivery, room-server against roomref, one busy room."""
+    import rooms
+    _need("valgrind", "valgrind")
+    _need("callgrind_control", "valgrind")
+    require(args.room_server, "room-server")
+    require(args.client, "dummy-client")
+    raise_fd_limit()
+    under_test = [s for s in rooms.room_servers(args) if s.name != "nio-room"]  # ~100x slower under valgrind
+    print(f"perf-instr rooms: callgrind, one room of 100 members, 32 B chats, {args.duration:g} s measured "
+          f"after a {args.warmup:g} s warm-up", flush=True)
+    work = tempfile.mkdtemp(prefix="reactor-callgrind-rooms-")
+    results = []
+    try:
+        with procs.Supervisor(work) as supervisor:
+            for server in under_test:
+                results.append(callgrind_one(supervisor, server, args, procs.free_port(args.port), work, load=_room))
+    except (KeyboardInterrupt, procs.Stopped):
+        print("\nperf-instr: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        print(f"perf-instr: {error}\nperf-instr: files kept in {work}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    print()
+    for result in results:
+        print(f"{result['server']}: {result['instructions_per_msg']:,.1f} instructions per delivery "
+              f"({result['instructions']:,} Ir / {result['messages']:,} deliveries"
+              f"{'; ERRORS ' + str(result['errors']) if result['errors'] else ''})")
+        names = demangle("\n".join(t["function"] for t in result["top"])).splitlines()
+        for top, name in zip(result["top"][:8], names):
+            print(f"  {top['ir_per_msg']:9.2f} /delivery {top['share']:6.1%}  {name[:100]}  [{top['object']}]")
+    if len(results) > 1:
+        print(f"\n{results[0]['server']} / {results[1]['server']}: "
+              f"{results[0]['instructions_per_msg'] / results[1]['instructions_per_msg']:.2f}x instructions per delivery")
     return 0
 
 

@@ -408,6 +408,13 @@ def main():
     instr_command.add_argument("--top", type=int, default=15, help="functions to list")
     instr_command.set_defaults(client_flags=["--coalesce"])
 
+    instr_rooms = commands.add_parser("instr-rooms", help="instructions per delivery (callgrind)")
+    common(instr_rooms)
+    instr_rooms.add_argument("--room-server", default=os.path.join(release, "room-server"))
+    instr_rooms.add_argument("--duration", type=float, default=3, help="measured seconds")
+    instr_rooms.add_argument("--warmup", type=float, default=2, help="warm-up seconds")
+    instr_rooms.add_argument("--top", type=int, default=15, help="functions to list")
+
     profile_command = commands.add_parser("profile", help="CPU profile under the c=100 flood (perf record)")
     common(profile_command)
     profile_command.add_argument("--duration", type=float, default=10, help="seconds recorded")
@@ -427,6 +434,8 @@ def main():
     import instr
     if args.command == "instr":
         return instr.callgrind(args)
+    if args.command == "instr-rooms":
+        return instr.callgrind_rooms(args)
     return instr.profile(args)
 
 

@@ -227,11 +227,18 @@ extension EventLoop {
     /// False when pending output is above the high-water mark afterwards.
     func enqueue(_ buffer: SharedBuffer, to token: EventToken) -> Bool {
         guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return true }
-        let waiting = slot.pointee.output != nil
-        queue(slot, from: 0, interest: waiting) { _, output in output.append(buffer) }
-        if !waiting, !slot.pointee.flags.contains(.flushQueued) {
-            slot.pointee.flags.insert(.flushQueued)
-            postpone(.flush(token))
+        if let output = slot.pointee.output {
+            output.append(buffer) // already waiting for the socket: it goes out with that
+            trackWatermarks(slot)
+        } else {
+            let output = spareOutputQueues.popLast() ?? OutputQueue()
+            output.append(buffer)
+            slot.pointee.output = output
+            trackWatermarks(slot)
+            if !slot.pointee.flags.contains(.flushQueued) {
+                slot.pointee.flags.insert(.flushQueued)
+                postpone(.flush(token))
+            }
         }
         return !slot.pointee.flags.contains(.aboveHighWater)
     }
@@ -262,7 +269,7 @@ extension EventLoop {
                 return sendFailed(slot, code: code)
             }
         }
-        queue(slot, from: sent, interest: true, queueFrom)
+        queue(slot, from: sent, queueFrom)
     }
 
     @inline(never)
@@ -271,10 +278,9 @@ extension EventLoop {
     }
 
     /// The slow path of a write, out of line: what the socket did not take
-    /// joins the queue. With `interest`, the connection then registers for
-    /// writability; without, a flush after the batch comes first (`enqueue`).
+    /// joins the queue, and the connection registers for writability.
     @inline(never)
-    private func queue(_ slot: Slot, from sent: Int, interest: Bool, _ queueFrom: (_ sent: Int, OutputQueue) -> Void) {
+    private func queue(_ slot: Slot, from sent: Int, _ queueFrom: (_ sent: Int, OutputQueue) -> Void) {
         let output: OutputQueue
         if let queued = slot.pointee.output {
             output = queued
@@ -283,8 +289,7 @@ extension EventLoop {
             slot.pointee.output = output
         }
         queueFrom(sent, output)
-        trackWatermarks(slot)
-        if interest { updateInterest(slot) }
+        outputChanged(slot)
     }
 
     /// Sends what is queued, as much as the socket takes, one gathering send at a time.

@@ -24,12 +24,15 @@ final class OutputQueue {
     /// The smallest chunk for copied bytes.
     static let chunkSize = 16 * 1024
 
-    private var segments: [Segment] = []
+    // @exclusivity(unchecked): a queue belongs to one connection's slot and is
+    // touched only on its loop's thread, never in overlapping accesses; the
+    // dynamic checks cost more than the queueing itself.
+    @exclusivity(unchecked) private var segments: [Segment] = []
     /// Index of the first unsent segment; the consumed ones before it are dropped in bulk.
-    private var head = 0
-    private(set) var byteCount = 0
+    @exclusivity(unchecked) private var head = 0
+    @exclusivity(unchecked) private(set) var byteCount = 0
     /// What the queued shared buffers hold beyond their bytes (see `memoryCost`).
-    private var sharedOverhead = 0
+    @exclusivity(unchecked) private var sharedOverhead = 0
 
     /// What a queued shared buffer costs beyond its bytes: its own allocation's
     /// headers and rounding, and its range here. Small messages queued by

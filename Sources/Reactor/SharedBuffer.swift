@@ -58,9 +58,11 @@ final class ByteStorage: ManagedBuffer<ByteStorage.Header, UInt8> {
         UnsafeMutableRawPointer(withUnsafeMutablePointerToElements { $0 })
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far. Through the header's pointer, not `header`:
+    /// that property is checked for exclusive access at run time, on every
+    /// delivery of a broadcast.
     var count: Int {
-        get { header.count }
-        set { header.count = newValue }
+        get { withUnsafeMutablePointerToHeader { $0.pointee.count } }
+        set { withUnsafeMutablePointerToHeader { $0.pointee.count = newValue } }
     }
 }

@@ -32,17 +32,19 @@ final class RoomLoop: @unchecked Sendable {
         /// Members per loop index, for the loops that have any.
         var membersByLoop: [Int: Int] = [:]
     }
-    private var owned: [UInt32: OwnedRoom] = [:]
+    // @exclusivity(unchecked) on what every chat touches: only this loop's
+    // thread does, never in overlapping accesses.
+    @exclusivity(unchecked) private var owned: [UInt32: OwnedRoom] = [:]
     /// This loop's members of each room: whom a delivery here goes to.
-    private var local: [UInt32: Set<Connection>] = [:]
+    @exclusivity(unchecked) private var local: [UInt32: Set<Connection>] = [:]
 
     /// What an owner sends another loop, in order.
     enum Message {
         case chat(room: UInt32, packet: SharedBuffer)
         case entered(room: UInt32, member: RoomMember, members: Int)
     }
-    private var outgoing: [[Message]] = []
-    private var flushScheduled = false
+    @exclusivity(unchecked) private var outgoing: [[Message]] = []
+    @exclusivity(unchecked) private var flushScheduled = false
 
     init(loop: EventLoop, index: Int, framer: LengthPrefixedFramer, log: @escaping @Sendable (String) -> Void) {
         self.loop = loop
