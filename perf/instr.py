@@ -52,9 +52,8 @@ def _need(tool, package):
         sys.exit(f"perf: `{tool}` not found: install it with `apt-get install -y {package}`")
 
 
-def _flood(supervisor, args, port, duration, name):
-    load = Load(f"course c={args.connections}", args.connections, COURSE)
-    argv = flood_argv(args.client, port, load, duration, 0, args.threads, args.client_flags)
+def _report(supervisor, argv, duration, name):
+    """Run one dummy-client `argv` for about `duration` and return its JSON report."""
     client = supervisor.start(name, argv, stdout=subprocess.PIPE)
     try:
         output, _ = client.communicate(timeout=duration + 120)
@@ -62,8 +61,14 @@ def _flood(supervisor, args, port, duration, name):
         supervisor.stop(client)
     result = parse_report(output.decode(errors="replace"))
     if result is None:
-        raise RuntimeError(f"dummy-client exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
+        raise RuntimeError(f"{os.path.basename(argv[0])} {argv[1]} exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
     return result
+
+
+def _flood(supervisor, args, port, duration, name):
+    load = Load(f"course c={args.connections}", args.connections, COURSE)
+    return _report(supervisor, flood_argv(args.client, port, load, duration, 0, args.threads, args.client_flags),
+                   duration, name)
 
 
 # --- callgrind ------------------------------------------------------------------
@@ -140,15 +145,7 @@ def _parse_dump(dump):
 def _room(supervisor, args, port, duration, name):
     """One busy room (1 x 100, 32 B chats) for `duration`, as a flood-shaped result: a delivery is a message."""
     import rooms
-    argv = rooms.room_argv(args.client, port, 1, 100, duration, 0, 1)
-    client = supervisor.start(name, argv, stdout=subprocess.PIPE)
-    try:
-        output, _ = client.communicate(timeout=duration + 120)
-    finally:
-        supervisor.stop(client)
-    result = parse_report(output.decode(errors="replace"))
-    if result is None:
-        raise RuntimeError(f"dummy-client room exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
+    result = _report(supervisor, rooms.room_argv(args.client, port, 1, 100, duration, 0, 1), duration, name)
     return {"messages": result["deliveries"], "msgs_per_sec": result["deliveries_per_sec"], "errors": result["errors"]}
 
 
@@ -192,6 +189,30 @@ def callgrind_one(supervisor, server, args, port, work, load=_flood):
                      "object": os.path.basename(obj or "?")} for (function, obj), cost in ranked]}
 
 
+def _callgrind_all(under_test, args, load, ours):
+    """callgrind_one for each server, in turn; a peer that fails is skipped with a note.
+    The results, or the exit status when ours failed or the run was interrupted."""
+    work = tempfile.mkdtemp(prefix="reactor-callgrind-")
+    results = []
+    try:
+        with procs.Supervisor(work) as supervisor:
+            for server in under_test:
+                try:
+                    results.append(callgrind_one(supervisor, server, args, procs.free_port(args.port), work, load))
+                except RuntimeError as error:
+                    if server.name == ours:
+                        raise
+                    print(f"note: {server.name} skipped: {error}")
+    except (KeyboardInterrupt, procs.Stopped):
+        print("\nperf-instr: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        print(f"perf-instr: {error}\nperf-instr: files kept in {work}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
 def callgrind(args):
     _need("valgrind", "valgrind")
     _need("callgrind_control", "valgrind")
@@ -204,25 +225,9 @@ def callgrind(args):
     print(f"perf-instr: callgrind, course pattern, {args.connections} connections"
           f"{', each round one send' if '--coalesce' in args.client_flags else ', ten sends per round'}, "
           f"{args.duration:g} s measured after a {args.warmup:g} s warm-up flood", flush=True)
-    work = tempfile.mkdtemp(prefix="reactor-callgrind-")
-    results = []
-    try:
-        with procs.Supervisor(work) as supervisor:
-            for server in under_test:
-                port = procs.free_port(args.port)
-                try:
-                    results.append(callgrind_one(supervisor, server, args, port, work))
-                except RuntimeError as error:
-                    if server.name == OURS:
-                        raise
-                    print(f"note: {server.name} skipped: {error}")
-    except (KeyboardInterrupt, procs.Stopped):
-        print("\nperf-instr: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, subprocess.SubprocessError) as error:
-        print(f"perf-instr: {error}\nperf-instr: files kept in {work}", file=sys.stderr)
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
+    results = _callgrind_all(under_test, args, _flood, OURS)
+    if isinstance(results, int):
+        return results
 
     print()
     for result in results:
@@ -275,19 +280,9 @@ def callgrind_rooms(args):
     under_test = [s for s in rooms.room_servers(args) if s.name != "nio-room"]  # ~100x slower under valgrind
     print(f"perf-instr rooms: callgrind, one room of 100 members, 32 B chats, {args.duration:g} s measured "
           f"after a {args.warmup:g} s warm-up", flush=True)
-    work = tempfile.mkdtemp(prefix="reactor-callgrind-rooms-")
-    results = []
-    try:
-        with procs.Supervisor(work) as supervisor:
-            for server in under_test:
-                results.append(callgrind_one(supervisor, server, args, procs.free_port(args.port), work, load=_room))
-    except (KeyboardInterrupt, procs.Stopped):
-        print("\nperf-instr: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, subprocess.SubprocessError) as error:
-        print(f"perf-instr: {error}\nperf-instr: files kept in {work}", file=sys.stderr)
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
+    results = _callgrind_all(under_test, args, _room, rooms.OURS)
+    if isinstance(results, int):
+        return results
     print()
     for result in results:
         print(f"{result['server']}: {result['instructions_per_msg']:,.1f} instructions per delivery "

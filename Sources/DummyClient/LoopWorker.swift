@@ -83,8 +83,7 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     @exclusivity(unchecked) private(set) var sendLags = LatencyHistogram.latency()
     @exclusivity(unchecked) private(set) var totals = LoopTotals()
 
-    @exclusivity(unchecked) private var windowStart = UInt64.max
-    @exclusivity(unchecked) private var windowEnd = UInt64.max
+    @exclusivity(unchecked) private var window = MeasuredWindow()
     private var remaining = 0
     private var connector: ConnectPacer?
     private var finishing = false
@@ -103,10 +102,7 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     /// Opens this loop's connections, at once or at the connect rate; `start`
     /// is when the whole run started (the warm-up counts from it).
     func start(at start: UInt64) {
-        let (windowStart, overflow) = start.addingReportingOverflow(configuration.warmup)
-        self.windowStart = overflow ? .max : windowStart
-        let (windowEnd, overflowEnd) = self.windowStart.addingReportingOverflow(configuration.duration)
-        self.windowEnd = overflowEnd ? .max : windowEnd
+        window = MeasuredWindow(loadStart: start, warmup: configuration.warmup, duration: configuration.duration)
         clients = clientIDs.map { ClientConnection(id: $0, worker: self) }
         remaining = clients.count
         guard remaining > 0 else { return control.loopFinished() }
@@ -126,7 +122,7 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     func finish(windowEnd end: UInt64) {
         guard !finishing else { return }
         finishing = true
-        windowEnd = min(windowEnd, end)
+        window.stop(at: end)
         pacer?.stop()
         connector?.stop()
         for client in clients { client.finish() }
@@ -141,23 +137,20 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     // MARK: Accounting (loop thread; the hot ones allocate nothing)
 
     @inline(__always)
-    private func inWindow(_ now: UInt64) -> Bool { now >= windowStart && now < windowEnd }
-
-    @inline(__always)
     func sent(_ count: Int, at now: UInt64) {
-        if inWindow(now) { totals.bytesSent &+= UInt64(count) }
+        if window.contains(now) { totals.bytesSent &+= UInt64(count) }
     }
 
     @inline(__always)
     func echoed(_ count: Int, at now: UInt64) {
         bump(live.bytesEchoed, by: UInt64(count))
-        if inWindow(now) { totals.bytesEchoed &+= UInt64(count) }
+        if window.contains(now) { totals.bytesEchoed &+= UInt64(count) }
     }
 
     @inline(__always)
     func unitCompleted(latency nanoseconds: UInt64, at now: UInt64) {
         bump(live.messages, by: UInt64(configuration.messagesPerUnit))
-        if inWindow(now) {
+        if window.contains(now) {
             totals.units &+= 1
             latency.record(min(nanoseconds, LatencyHistogram.longestLatency))
         }
@@ -165,7 +158,7 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
 
     @inline(__always)
     func sendLag(_ nanoseconds: UInt64, at now: UInt64) {
-        if inWindow(now) { sendLags.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
+        if window.contains(now) { sendLags.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
     }
 
     func connected(after nanoseconds: UInt64) {

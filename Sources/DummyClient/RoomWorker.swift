@@ -65,8 +65,7 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
     @exclusivity(unchecked) private(set) var totals = RoomTotals()
     /// When the run started: no send time in a payload can be earlier.
     private(set) var runStart: UInt64 = 0
-    @exclusivity(unchecked) private var windowStart = UInt64.max
-    @exclusivity(unchecked) private var windowEnd = UInt64.max
+    @exclusivity(unchecked) private var window = MeasuredWindow()
     private var remaining = 0
     private var finishing = false
 
@@ -106,10 +105,7 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
     /// Every member of every loop has entered (or failed): the load starts at `time`.
     func beginLoad(at time: UInt64) {
         guard !finishing else { return }
-        let (start, overflow) = time.addingReportingOverflow(configuration.warmup)
-        windowStart = overflow ? .max : start
-        let (end, overflowEnd) = windowStart.addingReportingOverflow(configuration.duration)
-        windowEnd = min(windowEnd, overflowEnd ? .max : end)
+        window = MeasuredWindow(loadStart: time, warmup: configuration.warmup, duration: configuration.duration)
         if configuration.mode == .open {
             pacer = OpenLoopPacer(target: self, slots: members.count, start: time, period: configuration.roundPeriod)
         }
@@ -129,7 +125,7 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
     func finish(windowEnd end: UInt64) {
         guard !finishing else { return }
         finishing = true
-        windowEnd = min(windowEnd, end)
+        window.stop(at: end)
         pacer?.stop()
         connector?.stop()
         for member in members { member.finish() }
@@ -142,28 +138,25 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
     // MARK: Accounting (loop thread)
 
     @inline(__always)
-    private func inWindow(_ now: UInt64) -> Bool { now >= windowStart && now < windowEnd }
-
-    @inline(__always)
     func delivered(_ bytes: Int, at now: UInt64) {
         bump(live.messages, by: 1)
         bump(live.bytesEchoed, by: UInt64(bytes))
-        if inWindow(now) { totals.deliveries &+= 1 }
+        if window.contains(now) { totals.deliveries &+= 1 }
     }
 
     @inline(__always)
     func latency(_ nanoseconds: UInt64, at now: UInt64) {
-        if inWindow(now) { latency.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
+        if window.contains(now) { latency.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
     }
 
     @inline(__always)
     func broadcastCompleted(at now: UInt64) {
-        if inWindow(now) { totals.broadcasts &+= 1 }
+        if window.contains(now) { totals.broadcasts &+= 1 }
     }
 
     @inline(__always)
     func sendLag(_ nanoseconds: UInt64, at now: UInt64) {
-        if inWindow(now) { sendLags.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
+        if window.contains(now) { sendLags.record(min(nanoseconds, LatencyHistogram.longestLatency)) }
     }
 
     func connected() {

@@ -93,9 +93,9 @@ enum Runner {
         let loadStart = control.loadStartTime.load(ordering: .acquiring)
         let stopped = loadStart == 0 || control.stop.wait(until: 0)
         let loadAt = loadStart == 0 ? monotonicNanoseconds() : loadStart
-        let (windowStart, overflow) = loadAt.addingReportingOverflow(configuration.warmup)
-        let (plannedEnd, overflowEnd) = windowStart.addingReportingOverflow(configuration.duration)
-        let end = stopped ? loadAt : (overflow || overflowEnd ? UInt64.max : plannedEnd)
+        var window = MeasuredWindow(loadStart: loadAt, warmup: configuration.warmup, duration: configuration.duration)
+        if stopped { window.stop(at: loadAt) }
+        let (windowStart, end) = (window.start, window.end)
         // CPU time counts over the measured window, like the traffic.
         var cpuAtWindowStart: CPUTime? = configuration.warmup == 0 ? (loadStartsAtOnce ? cpuBefore : CPUTime.now()) : nil
         while !stopped {

@@ -139,11 +139,12 @@ extension EventLoop {
         let token = slot.pointee.token
         let waiting = slot.pointee.input.count
         let short = waiting <= Self.readBufferSize / 4
+        let destination = short ? readBuffer + waiting : readBuffer
         let room = short ? Self.readBufferSize - waiting : Self.readBufferSize
-        let result = Socket.receive(token.fd, into: short ? readBuffer + waiting : readBuffer, count: room)
+        let result = Socket.receive(token.fd, into: destination, count: room)
         guard case .transferred(let count) = result else { return receiveStopped(result, slot) }
         increment(stats.bytesReceived, by: UInt64(count))
-        let fresh = UnsafeRawBufferPointer(start: short ? readBuffer + waiting : readBuffer, count: count)
+        let fresh = UnsafeRawBufferPointer(start: destination, count: count)
         if short {
             readBuffer.copyMemory(from: slot.pointee.input.readableBytes.baseAddress!, byteCount: waiting)
             slot.pointee.input.release()
@@ -190,9 +191,16 @@ extension EventLoop {
 
     // MARK: Writing
 
+    /// The slot of an open (or peer-finished) connection, for a write of `count` > 0 bytes.
+    @inline(__always)
+    private func slotTakingWrites(_ token: EventToken, count: Int) -> Slot? {
+        guard count > 0, let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites else { return nil }
+        return slot
+    }
+
     @inline(__always)
     func write(_ bytes: UnsafeRawBufferPointer, to token: EventToken) {
-        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, bytes.count > 0 else { return }
+        guard let slot = slotTakingWrites(token, count: bytes.count) else { return }
         sendOrQueue(slot, count: bytes.count) {
             Socket.send(token.fd, bytes.baseAddress!, count: bytes.count)
         } queueFrom: { sent, output in
@@ -201,8 +209,7 @@ extension EventLoop {
     }
 
     func write(_ header: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer, to token: EventToken) {
-        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites,
-              header.count + body.count > 0 else { return }
+        guard let slot = slotTakingWrites(token, count: header.count + body.count) else { return }
         sendOrQueue(slot, count: header.count + body.count) {
             gatherVectors[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
             gatherVectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)
@@ -214,7 +221,7 @@ extension EventLoop {
     }
 
     func write(_ buffer: SharedBuffer, to token: EventToken) {
-        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return }
+        guard let slot = slotTakingWrites(token, count: buffer.count) else { return }
         sendOrQueue(slot, count: buffer.count) {
             Socket.send(token.fd, buffer.storage.bytes, count: buffer.count)
         } queueFrom: { sent, output in
@@ -226,7 +233,7 @@ extension EventLoop {
     /// is already waiting for the socket (it then goes out with it).
     /// False when pending output is above the high-water mark afterwards.
     func enqueue(_ buffer: SharedBuffer, to token: EventToken) -> Bool {
-        guard let slot = connections.slot(for: token), slot.pointee.phase.acceptsWrites, buffer.count > 0 else { return true }
+        guard let slot = slotTakingWrites(token, count: buffer.count) else { return true }
         if let output = slot.pointee.output {
             output.append(buffer) // already waiting for the socket: it goes out with that
             trackWatermarks(slot)

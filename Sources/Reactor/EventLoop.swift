@@ -133,11 +133,7 @@ public final class EventLoop: @unchecked Sendable {
     /// listeners still open then are closed, and every fd and buffer of the
     /// loop is released when `run` returns; a loop runs once.
     public func run() {
-        let starting = crossThread.withLock { state in
-            defer { if state.runState == .created { state.runState = .running } }
-            return state.runState == .created
-        }
-        precondition(starting, "EventLoop.run(): this loop has already run")
+        precondition(claimRun(), "EventLoop.run(): this loop has already run")
         cepoll_set_current_loop(Unmanaged.passUnretained(self).toOpaque())
         running = true
         while running {
@@ -244,11 +240,17 @@ public final class EventLoop: @unchecked Sendable {
     /// For a server that was made but never started: frees this loop's fds
     /// and buffers if it has not run. Any thread.
     func releaseIfNeverRun() {
-        let neverRan = crossThread.withLock { state in
-            defer { if state.runState == .created { state.runState = .running } }
-            return state.runState == .created
+        if claimRun() { releaseResources() }
+    }
+
+    /// True for the one caller that moves the loop out of `.created`: it runs
+    /// the loop, or releases it unrun.
+    private func claimRun() -> Bool {
+        crossThread.withLock { state in
+            guard state.runState == .created else { return false }
+            state.runState = .running
+            return true
         }
-        if neverRan { releaseResources() }
     }
 
     // MARK: Tasks and timers

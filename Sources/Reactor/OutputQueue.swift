@@ -49,8 +49,8 @@ final class OutputQueue {
     var rangeCapacity: Int { segments.capacity }
 
     func append(copying bytes: UnsafeRawBufferPointer) {
-        guard var remaining = bytes.baseAddress.map({ UnsafeRawBufferPointer(start: $0, count: bytes.count) }),
-              !remaining.isEmpty else { return }
+        guard !bytes.isEmpty else { return }
+        var remaining = bytes
         byteCount += remaining.count
         if let last = segments.indices.last, segments[last].isOwnChunk {
             let storage = segments[last].storage

@@ -22,38 +22,43 @@ public func withServer<Result>(
     handler: @escaping @Sendable (EventLoop) -> any ConnectionHandler = { _ in EchoHandler() },
     _ body: (Server) throws -> Result
 ) throws -> Result {
-    try withStartedServer(loops: loops, configure: configure, { configuration in
+    try withStarted(loops: loops, configure: configure, { configuration in
         switch echo {
         case .inline: try Server(configuration: configuration, handler: EchoHandler())
         case .perConnectionHandler: try Server(configuration: configuration, makeHandler: handler)
         }
-    }, body)
+    }, server: { $0 }, body)
 }
 
 /// `withServer` with one handler shared by every connection.
 public func withServer<Result>(
     loops: Int = 2, sharing handler: any ConnectionHandler & Sendable, _ body: (Server) throws -> Result
 ) throws -> Result {
-    try withStartedServer(loops: loops, configure: { _ in }, { try Server(configuration: $0, handler: handler) }, body)
+    try withStarted(loops: loops, configure: { _ in }, { try Server(configuration: $0, handler: handler) },
+                    server: { $0 }, body)
 }
 
-private func withStartedServer<Result>(
+/// Makes `service` (a server, or something built around one) on an ephemeral
+/// loopback port with `loops` loops, starts its server, runs `body`, and
+/// always shuts the server down.
+public func withStarted<Service, Result>(
     loops: Int,
     configure: (inout Server.Configuration) -> Void,
-    _ make: (Server.Configuration) throws -> Server,
-    _ body: (Server) throws -> Result
+    _ make: (Server.Configuration) throws -> Service,
+    server: (Service) -> Server,
+    _ body: (Service) throws -> Result
 ) throws -> Result {
     var configuration = Server.Configuration()
     configuration.port = 0
     configuration.loops = loops
     configure(&configuration)
-    let server = try make(configuration)
-    try server.start()
+    let service = try make(configuration)
+    try server(service).start()
     defer {
-        server.shutdown(gracePeriod: .seconds(2))
-        server.wait()
+        server(service).shutdown(gracePeriod: .seconds(2))
+        server(service).wait()
     }
-    return try body(server)
+    return try body(service)
 }
 
 extension Server {

@@ -9,15 +9,7 @@ public func withRoomServer<Result>(
     log: Recorded<String> = Recorded(),
     _ body: (RoomService) throws -> Result
 ) throws -> Result {
-    var configuration = Server.Configuration()
-    configuration.port = 0
-    configuration.loops = loops
-    configure(&configuration)
-    let service = try RoomService(configuration: configuration, maximumPacket: maximumPacket, log: { log.append($0) })
-    try service.server.start()
-    defer {
-        service.server.shutdown(gracePeriod: .seconds(2))
-        service.server.wait()
-    }
-    return try body(service)
+    try withStarted(loops: loops, configure: configure, {
+        try RoomService(configuration: $0, maximumPacket: maximumPacket, log: { log.append($0) })
+    }, server: \.server, body)
 }
