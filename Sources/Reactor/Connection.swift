@@ -34,6 +34,12 @@ public struct Connection: Hashable, Sendable {
     /// The loop this connection lives on.
     public var eventLoop: EventLoop { loopReference.takeUnretainedValue() }
 
+    /// Whether this connection's loop is `loop`, with no reference counting.
+    @inline(__always)
+    func lives(on loop: EventLoop) -> Bool {
+        loopReference.toOpaque() == Unmanaged.passUnretained(loop).toOpaque()
+    }
+
     /// Lends the loop to `body` without retaining it.
     @inline(__always)
     private func withLoop<Result>(_ body: (EventLoop) -> Result) -> Result {

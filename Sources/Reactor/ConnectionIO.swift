@@ -49,7 +49,7 @@ extension EventLoop {
             return close(slot, reason: .failure("socket", code: Socket.pendingError(token.fd)))
         }
         if slot.pointee.phase == .lingering { return dropInput(slot) }
-        if slot.pointee.output != nil, !events.isDisjoint(with: [.writable, .hangup]) {
+        if slot.pointee.hasOutput, !events.isDisjoint(with: [.writable, .hangup]) {
             flush(slot)
             guard slot.pointee.token == token else { return }
         }
@@ -234,19 +234,24 @@ extension EventLoop {
     /// False when pending output is above the high-water mark afterwards.
     func enqueue(_ buffer: SharedBuffer, to token: EventToken) -> Bool {
         guard let slot = slotTakingWrites(token, count: buffer.count) else { return true }
-        if let output = slot.pointee.output {
-            output.append(buffer) // already waiting for the socket: it goes out with that
-            trackWatermarks(slot)
-        } else {
+        // Already waiting for the socket: it goes out with that.
+        var pending = slot.pointee.withOutput { output in
+            output.append(buffer)
+            return output.memoryCost
+        }
+        if pending == nil {
             let output = spareOutputQueues.popLast() ?? OutputQueue()
             output.append(buffer)
-            slot.pointee.output = output
-            trackWatermarks(slot)
+            pending = output.memoryCost
+            slot.pointee.attachOutput(output)
             if !slot.pointee.flags.contains(.flushQueued) {
                 slot.pointee.flags.insert(.flushQueued)
                 postpone(.flush(token))
             }
         }
+        // Pending output only grew, and the flag is current: only an upward crossing is possible.
+        guard !slot.pointee.flags.contains(.aboveHighWater) else { return false }
+        if pending.unsafelyUnwrapped > backpressure.highWaterMark { trackWatermarks(slot) }
         return !slot.pointee.flags.contains(.aboveHighWater)
     }
 
@@ -254,7 +259,7 @@ extension EventLoop {
     func flushEnqueued(_ token: EventToken) {
         guard let slot = connections.slot(for: token) else { return }
         slot.pointee.flags.remove(.flushQueued)
-        if slot.pointee.output != nil { flush(slot) }
+        if slot.pointee.hasOutput { flush(slot) }
     }
 
     /// Sends at once if nothing is queued, and queues what the socket did
@@ -264,7 +269,7 @@ extension EventLoop {
         _ slot: Slot, count: Int, send: () -> IOResult, queueFrom: (_ sent: Int, OutputQueue) -> Void
     ) {
         var sent = 0
-        if slot.pointee.output == nil {
+        if !slot.pointee.hasOutput {
             switch send() {
             case .transferred(let transferred):
                 increment(stats.bytesSent, by: UInt64(transferred))
@@ -293,7 +298,7 @@ extension EventLoop {
             output = queued
         } else {
             output = spareOutputQueues.popLast() ?? OutputQueue()
-            slot.pointee.output = output
+            slot.pointee.attachOutput(output)
         }
         queueFrom(sent, output)
         outputChanged(slot)
@@ -308,7 +313,7 @@ extension EventLoop {
             case .transferred(let sent):
                 increment(stats.bytesSent, by: UInt64(sent))
                 output.consume(sent)
-                if output.isEmpty { retire(output, from: slot) }
+                if output.isEmpty { retire(from: slot) }
             case .wouldBlock, .endOfFile:
                 return outputChanged(slot)
             case .failed(let code):
@@ -327,9 +332,9 @@ extension EventLoop {
     /// `maximumSpareOutputQueues`, and only if it never grew large), its
     /// storage kept: output that comes and goes, as a broadcast's does,
     /// allocates nothing once warm.
-    private func retire(_ output: OutputQueue, from slot: Slot) {
-        slot.pointee.output = nil
-        guard spareOutputQueues.count < Self.maximumSpareOutputQueues, output.rangeCapacity <= 256 else { return }
+    private func retire(from slot: Slot) {
+        guard let output = slot.pointee.detachOutput(),
+              spareOutputQueues.count < Self.maximumSpareOutputQueues, output.rangeCapacity <= 256 else { return }
         spareOutputQueues.append(output)
     }
 
@@ -345,7 +350,7 @@ extension EventLoop {
     /// A crossing of the high- or low-water mark queues a notice for the
     /// handler, told after the batch: never from inside a write.
     private func trackWatermarks(_ slot: Slot) {
-        let pending = slot.pointee.output?.memoryCost ?? 0
+        let pending = slot.pointee.withOutput { $0.memoryCost } ?? 0
         let above = slot.pointee.flags.contains(.aboveHighWater)
         if above ? pending <= backpressure.lowWaterMark : pending > backpressure.highWaterMark {
             slot.pointee.flags.formSymmetricDifference(.aboveHighWater)
@@ -378,7 +383,7 @@ extension EventLoop {
     /// pending; readable while open, unless paused. Skips the syscall when
     /// nothing changes, so steady-state echo makes no epoll_ctl.
     private func updateInterest(_ slot: Slot) {
-        var wanted: UInt8 = slot.pointee.output != nil ? ConnectionInterest.write : 0
+        var wanted: UInt8 = slot.pointee.hasOutput ? ConnectionInterest.write : 0
         switch slot.pointee.phase {
         case .lingering:
             wanted = ConnectionInterest.read
@@ -451,7 +456,7 @@ extension EventLoop {
     /// A finishing connection closes once its output is gone (lingering first
     /// if input is still unread); until then it waits for writability only.
     private func finishIfFlushed(_ slot: Slot) {
-        guard slot.pointee.output == nil else { return updateInterest(slot) }
+        guard !slot.pointee.hasOutput else { return updateInterest(slot) }
         if slot.pointee.phase == .peerFinished { return close(slot, reason: .peerClosed) }
         if Socket.unreadBytes(slot.pointee.token.fd) > 0 { return linger(slot) }
         close(slot, reason: localCloseReason)
@@ -507,7 +512,7 @@ extension EventLoop {
         let token = slot.pointee.token
         if slot.pointee.phase == .connecting { connectTargets[token] = nil }
         slot.pointee.phase = .closing
-        slot.pointee.output = nil
+        slot.pointee.detachOutput()
         slot.pointee.input.release()
         Glibc.close(token.fd) // also removes it from the epoll set
         increment(stats.closed)

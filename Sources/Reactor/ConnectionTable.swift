@@ -15,8 +15,12 @@ struct ConnectionSlot: ~Copyable {
     /// connection's box is released only after the loop's current batch, so
     /// a handler is never freed while one of its callbacks runs.
     var handler: Unmanaged<HandlerBox>?
-    /// Output the socket has not taken yet; nil when there is none.
-    var output: OutputQueue?
+    /// Output the socket has not taken yet; nil when there is none. Held
+    /// unmanaged, retained by the slot from `attachOutput` until
+    /// `detachOutput` or the slot's end: a write reaches its queue through
+    /// `withOutput` with no retain and release, once per delivery of a
+    /// broadcast otherwise.
+    private var outputReference: Unmanaged<OutputQueue>?
     /// What the handler left unconsumed: a partial frame, until the next read.
     var input = ByteBuffer()
     /// When the peer last sent something, in loop ticks (`EventLoop.tick`).
@@ -26,7 +30,32 @@ struct ConnectionSlot: ~Copyable {
     var phase = ConnectionPhase.open
     var flags = ConnectionFlags()
 
-    var pendingOutputBytes: Int { output?.byteCount ?? 0 }
+    deinit { outputReference?.release() }
+
+    var hasOutput: Bool { outputReference != nil }
+
+    /// The queue, retained for the caller: for paths that may detach it meanwhile.
+    var output: OutputQueue? { outputReference?.takeUnretainedValue() }
+
+    /// Lends the queue to `body`, which must not detach it.
+    @inline(__always)
+    func withOutput<Result>(_ body: (OutputQueue) -> Result) -> Result? {
+        outputReference?._withUnsafeGuaranteedRef(body)
+    }
+
+    mutating func attachOutput(_ output: OutputQueue) {
+        precondition(outputReference == nil, "a slot holds one output queue")
+        outputReference = .passRetained(output)
+    }
+
+    /// Drops the slot's queue, handing it to the caller (nil if there was none).
+    @discardableResult
+    mutating func detachOutput() -> OutputQueue? {
+        defer { outputReference = nil }
+        return outputReference?.takeRetainedValue()
+    }
+
+    var pendingOutputBytes: Int { withOutput { $0.byteCount } ?? 0 }
 }
 
 /// A handler in a box of its own: a `let` of a final class, so calling it

@@ -62,7 +62,7 @@ public final class Server: Sendable {
         errors: @escaping @Sendable (SystemError) -> Void = { _ in },
         makeHandler: @escaping @Sendable (EventLoop) -> any ConnectionHandler
     ) throws {
-        try self.init(configuration: configuration, errors: errors, shared: nil, makeHandler: makeHandler)
+        try self.init(configuration: configuration, errors: errors, shared: { _ in nil }, makeHandler: makeHandler)
     }
 
     /// Like `init(configuration:errors:makeHandler:)`, with one stateless
@@ -73,13 +73,27 @@ public final class Server: Sendable {
         errors: @escaping @Sendable (SystemError) -> Void = { _ in },
         handler: any ConnectionHandler & Sendable
     ) throws {
-        try self.init(configuration: configuration, errors: errors, shared: handler, makeHandler: nil)
+        try self.init(configuration: configuration, errors: errors, shared: { _ in handler }, makeHandler: nil)
+    }
+
+    /// Like `init(configuration:errors:handler:)`, with one handler per
+    /// loop: `loopHandlers[index]`, one for each of `configuration.loops`,
+    /// serves every connection of loop `index` and is called on that loop's
+    /// thread only. What a protocol does that keeps its connections' state
+    /// in a table per loop rather than in an object per connection.
+    public convenience init(
+        configuration: Configuration,
+        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        loopHandlers: [any ConnectionHandler]
+    ) throws {
+        precondition(loopHandlers.count == configuration.loops, "one handler per loop")
+        try self.init(configuration: configuration, errors: errors, shared: { loopHandlers[$0] }, makeHandler: nil)
     }
 
     private init(
         configuration: Configuration,
         errors: @escaping @Sendable (SystemError) -> Void,
-        shared: (any ConnectionHandler & Sendable)?,
+        shared: (Int) -> (any ConnectionHandler)?,
         makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?
     ) throws {
         precondition(configuration.loops >= 1 && configuration.maxConnections >= 1)
@@ -90,8 +104,8 @@ public final class Server: Sendable {
         let fd = try Socket.listen(on: address, backlog: configuration.backlog, bufferSize: configuration.socketBufferSize)
         var loops: [EventLoop] = []
         do {
-            for _ in 0..<configuration.loops {
-                loops.append(try EventLoop(backpressure: configuration.backpressure, sharedHandler: shared))
+            for index in 0..<configuration.loops {
+                loops.append(try EventLoop(backpressure: configuration.backpressure, sharedHandler: shared(index)))
             }
         } catch {
             for loop in loops { loop.releaseIfNeverRun() }

@@ -1,9 +1,9 @@
 import Reactor
 import Synchronization
 
-/// The rooms' state on one event loop: this loop is the job queue of the
-/// rooms it owns (room id modulo the number of loops) and the home of its
-/// own members.
+/// The rooms' state on one event loop, and the handler of every connection
+/// on it: this loop is the job queue of the rooms it owns (room id modulo
+/// the number of loops) and the home of its own members.
 ///
 /// - Owning a room means sequencing it: every C_CHAT of the room, from any
 ///   loop, is handed here and goes out from here in one order (guarantee 1),
@@ -13,18 +13,28 @@ import Synchronization
 ///   one per member. Entry confirmations travel in the same batches, so a
 ///   member is added to its loop's delivery list exactly between the
 ///   broadcasts sequenced before and after its entry (guarantees 2 and 3).
+/// - A member is an entry in `members` and one in its room's list here:
+///   no object of its own (see `RoomMemberHandler.swift` for its packets).
 ///
 /// @unchecked Sendable: everything here is touched only on `loop`'s thread,
-/// except `peers`, written once before the loops start.
+/// except `peers` and `loop`, set once in `attach` before the loops start.
 final class RoomLoop: @unchecked Sendable {
-    let loop: EventLoop
     let index: Int
-    /// Every loop's rooms, by loop index; set before the loops start.
-    var peers: [RoomLoop] = []
+    private(set) var loop: EventLoop!
+    /// Every loop's rooms, by loop index.
+    private(set) var peers: [RoomLoop] = []
     let counters = RoomCounters()
     /// Cuts every member's packets here: one framer per loop, not one per member.
     let framer: LengthPrefixedFramer
     private let log: @Sendable (String) -> Void
+
+    // @exclusivity(unchecked) on what every chat touches: only this loop's
+    // thread does, never in overlapping accesses.
+    @exclusivity(unchecked) var members = MemberTable()
+    /// The next member id made here: this loop's index plus a multiple of
+    /// the number of loops, so no two loops make the same one (ids wrap
+    /// after 2^32 of them).
+    @exclusivity(unchecked) private var nextMemberID: UInt32
 
     /// The rooms this loop owns: their member counts and where the members live.
     private struct OwnedRoom {
@@ -32,37 +42,43 @@ final class RoomLoop: @unchecked Sendable {
         /// Members per loop index, for the loops that have any.
         var membersByLoop: [Int: Int] = [:]
     }
-    // @exclusivity(unchecked) on what every chat touches: only this loop's
-    // thread does, never in overlapping accesses.
     @exclusivity(unchecked) private var owned: [UInt32: OwnedRoom] = [:]
-    /// This loop's members of each room: whom a delivery here goes to.
-    @exclusivity(unchecked) private var local: [UInt32: Set<Connection>] = [:]
+    /// This loop's members of each room, whom a delivery here goes to; a
+    /// member's index here is its `position`.
+    @exclusivity(unchecked) private var local: [UInt32: [Connection]] = [:]
 
     /// What an owner sends another loop, in order.
     enum Message {
         case chat(room: UInt32, packet: SharedBuffer)
-        case entered(room: UInt32, member: RoomMember, members: Int)
+        case entered(room: UInt32, member: Connection, members: Int)
     }
     @exclusivity(unchecked) private var outgoing: [[Message]] = []
     @exclusivity(unchecked) private var flushScheduled = false
 
-    init(loop: EventLoop, index: Int, framer: LengthPrefixedFramer, log: @escaping @Sendable (String) -> Void) {
-        self.loop = loop
+    init(index: Int, framer: LengthPrefixedFramer, log: @escaping @Sendable (String) -> Void) {
         self.index = index
         self.framer = framer
         self.log = log
+        nextMemberID = UInt32(index)
     }
 
-    func attach(_ peers: [RoomLoop]) {
+    /// Before the loops start: the loop this serves, and every loop's rooms.
+    func attach(to loop: EventLoop, peers: [RoomLoop]) {
+        self.loop = loop
         self.peers = peers
         outgoing = Array(repeating: [], count: peers.count)
+    }
+
+    func makeMemberID() -> UInt32 {
+        nextMemberID &+= UInt32(truncatingIfNeeded: peers.count)
+        return nextMemberID
     }
 
     func owner(of room: UInt32) -> RoomLoop { peers[Int(room % UInt32(peers.count))] }
 
     /// What a member's loop asks of a room's owner.
     private enum OwnerRequest {
-        case admit(RoomMember, room: UInt32, home: Int)
+        case admit(Connection, room: UInt32, home: Int)
         case broadcast(SharedBuffer, room: UInt32)
         case release(room: UInt32, home: Int)
     }
@@ -84,7 +100,7 @@ final class RoomLoop: @unchecked Sendable {
 
     // MARK: Requests from this loop's members
 
-    func enter(_ member: RoomMember, room: UInt32) {
+    func enter(_ member: Connection, room: UInt32) {
         ask(ownerOf: room, .admit(member, room: room, home: index))
     }
 
@@ -94,15 +110,25 @@ final class RoomLoop: @unchecked Sendable {
     }
 
     /// A member leaves `room`, or a connection is gone whose entry the owner may still confirm.
-    func leave(_ member: RoomMember, room: UInt32) {
-        local[room]?.remove(member.connection)
-        if local[room]?.isEmpty == true { local[room] = nil }
+    func leave(_ member: Connection, room: UInt32) {
+        if members[member].status == .inside { removeFromList(member, room: room) }
+        members[member].status = .outside
         ask(ownerOf: room, .release(room: room, home: index))
+    }
+
+    private func removeFromList(_ member: Connection, room: UInt32) {
+        let position = Int(members[member].position)
+        let last = local[room]!.removeLast()
+        if last != member {
+            local[room]![position] = last
+            members[last].position = UInt32(position)
+        }
+        if local[room]!.isEmpty { local[room] = nil }
     }
 
     // MARK: As the owner of a room
 
-    private func admit(_ member: RoomMember, to room: UInt32, from home: Int) {
+    private func admit(_ member: Connection, to room: UInt32, from home: Int) {
         var state = owned[room, default: OwnedRoom()]
         state.members += 1
         state.membersByLoop[home, default: 0] += 1
@@ -144,22 +170,24 @@ final class RoomLoop: @unchecked Sendable {
 
     // MARK: Deliveries to this loop's members
 
-    private func receive(_ message: Message) {
-        switch message {
-        case .chat(let room, let packet):
-            guard let members = local[room] else { return }
-            for connection in members where !connection.enqueue(packet) { disconnectSlow(connection) }
-            counters.deliveries.add(UInt64(members.count), ordering: .relaxed)
-        case .entered(let room, let member, let members):
-            guard member.confirmEntry(to: room, members: members) else { return }
-            local[room, default: []].insert(member.connection)
-        }
-    }
-
     /// Deliveries are enqueued, not written: a member's deliveries of one
     /// loop iteration go out in one send after it. A member past the slow
     /// mark is disconnected: it costs at most the mark plus one packet, and
     /// the room goes on.
+    private func receive(_ message: Message) {
+        switch message {
+        case .chat(let room, let packet):
+            guard let list = local[room] else { return }
+            loop.enqueue(packet, to: list) { disconnectSlow($0) }
+            counters.deliveries.add(UInt64(list.count), ordering: .relaxed)
+        case .entered(let room, let member, let count):
+            guard confirmEntry(of: member, to: room, members: count) else { return }
+            members[member].position = UInt32(local[room]?.count ?? 0)
+            members[member].status = .inside
+            local[room, default: []].append(member)
+        }
+    }
+
     func disconnectSlow(_ connection: Connection) {
         let pending = connection.pendingOutputBytes
         counters.slowMembers.add(1, ordering: .relaxed)

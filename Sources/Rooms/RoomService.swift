@@ -5,7 +5,7 @@ import Synchronization
 /// members, and one `RoomLoop` per event loop.
 public final class RoomService: Sendable {
     public let server: Server
-    private let directory: RoomDirectory
+    private let homes: [RoomLoop]
 
     /// Binds and listens (see `Server.init`); `maximumPacket` bounds a
     /// client packet, `configuration.backpressure.highWaterMark` is the
@@ -16,21 +16,16 @@ public final class RoomService: Sendable {
         log: @escaping @Sendable (String) -> Void = { _ in }
     ) throws {
         precondition(maximumPacket >= RoomPacket.headerSize + 4 && maximumPacket <= RoomPacket.maximumSize)
-        let directory = RoomDirectory()
-        server = try Server(configuration: configuration, errors: errors) { loop in
-            let home = directory.home(of: loop)
-            return RoomMember(id: directory.nextMemberID(), home: home)
-        }
         let framer = LengthPrefixedFramer.packetHeader(maximumFrameSize: maximumPacket)
-        let homes = server.loops.enumerated().map { RoomLoop(loop: $0.element, index: $0.offset, framer: framer, log: log) }
-        for home in homes { home.attach(homes) }
-        directory.homes = Dictionary(uniqueKeysWithValues: homes.map { (ObjectIdentifier($0.loop), $0) })
-        self.directory = directory
+        let homes = (0..<configuration.loops).map { RoomLoop(index: $0, framer: framer, log: log) }
+        server = try Server(configuration: configuration, errors: errors, loopHandlers: homes)
+        for (home, loop) in zip(homes, server.loops) { home.attach(to: loop, peers: homes) }
+        self.homes = homes
     }
 
     /// Totals over all loops. Any thread.
     public var statistics: RoomStatistics {
-        directory.homes.values.reduce(into: RoomStatistics()) { totals, home in
+        homes.reduce(into: RoomStatistics()) { totals, home in
             totals.broadcasts += home.counters.broadcasts.load(ordering: .relaxed)
             totals.deliveries += home.counters.deliveries.load(ordering: .relaxed)
             totals.slowMembers += home.counters.slowMembers.load(ordering: .relaxed)
@@ -52,18 +47,4 @@ public struct RoomStatistics: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         "\(broadcasts) broadcasts, \(deliveries) deliveries, \(slowMembers) slow members, \(dropped) dropped"
     }
-}
-
-/// Which `RoomLoop` serves which event loop, and the member ids.
-///
-/// @unchecked Sendable: `homes` is written once, in `RoomService.init`,
-/// before the server starts and so before any loop reads it.
-final class RoomDirectory: @unchecked Sendable {
-    var homes: [ObjectIdentifier: RoomLoop] = [:]
-    private let memberIDs = Atomic<UInt32>(0)
-
-    func home(of loop: EventLoop) -> RoomLoop { homes[ObjectIdentifier(loop)]! }
-
-    /// Unique among the connections open at one time (it wraps after 2^32).
-    func nextMemberID() -> UInt32 { memberIDs.wrappingAdd(1, ordering: .relaxed).newValue }
 }
