@@ -19,8 +19,20 @@ final class ClientRoom {
     private var base = 0
     private var trimAt = ClientRoom.minimumTrim
     private static let minimumTrim = 4096
+    /// By sender slot, from the end of the run: the chats every member must
+    /// still get, all that sender sent (0 for one that was no longer in the
+    /// room then: what it sent may not all have reached the server).
+    private(set) var due: [UInt64] = []
+    /// Members that got every chat due by the end.
+    var completed = 0
 
     init(number: UInt32) { self.number = number }
+
+    /// The run ends: nothing is sent from now on, so what each member must
+    /// still receive is fixed.
+    func finish() {
+        due = members.map { $0.isSending ? $0.sent : 0 }
+    }
 
     /// A member's S_ENTER gave its id; false when another member of this room has it already.
     func register(_ id: UInt32, slot: Int) -> Bool {

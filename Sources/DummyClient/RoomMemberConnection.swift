@@ -40,7 +40,7 @@ final class RoomMemberConnection: ConnectionHandler {
     @exclusivity(unchecked) private var running = false
 
     /// Chats sent; the next one's sequence number.
-    @exclusivity(unchecked) private var sent: UInt64 = 0
+    @exclusivity(unchecked) private(set) var sent: UInt64 = 0
     /// By sender slot: the sequence number expected next.
     @exclusivity(unchecked) private var expected: [UInt64]
     /// Deliveries taken into the room's order check so far.
@@ -48,6 +48,8 @@ final class RoomMemberConnection: ConnectionHandler {
     @exclusivity(unchecked) private var orderIntact = true
     /// It has closed its connection: what is left of the read is not its to check.
     private var closing = false
+    /// From the end of the run: the room's chats (`ClientRoom.due`) it has yet to get.
+    @exclusivity(unchecked) private var missing: UInt64 = 0
     /// Open loop: the intended time of chat 0, and chats due so far.
     @exclusivity(unchecked) private var firstIntendedAt: UInt64 = 0
     @exclusivity(unchecked) private var intended: UInt64 = 0
@@ -66,10 +68,10 @@ final class RoomMemberConnection: ConnectionHandler {
         expected = [UInt64](repeating: 0, count: membersInRoom)
     }
 
+    /// In the room and sending when the run ends.
+    var isSending: Bool { state == .entered && !closing }
     /// Counts in the room's order check (and its log's trimming).
     var checksOrder: Bool { orderIntact && !closing && (state == .entered || state == .finishing) }
-    /// Own chats whose S_CHAT has not come back yet.
-    private var outstanding: UInt64 { sent - expected[slot] }
     private var name: String { "room \(room.number): member \(memberID)" }
 
     // MARK: Connecting and entering
@@ -213,6 +215,7 @@ final class RoomMemberConnection: ConnectionHandler {
 
         // Per sender: 0, 1, 2, ... with no gap and no repeat.
         let next = expected[senderSlot]
+        defer { if state == .finishing { countTowardsTheEnd(sender: senderSlot, from: next) } }
         let fresh = sequence >= next
         if sequence == next {
             expected[senderSlot] = next &+ 1
@@ -240,11 +243,20 @@ final class RoomMemberConnection: ConnectionHandler {
         guard fresh, senderSlot == slot, sequence &+ 1 == sent else { return }
         // Its own chat came back.
         worker.broadcastCompleted(at: now)
-        if state == .finishing {
-            if outstanding == 0 { close() }
-        } else if !openLoop, running {
-            sendChat(time: now, now: now)
-        }
+        if state != .finishing, !openLoop, running { sendChat(time: now, now: now) }
+    }
+
+    /// While finishing: a delivery moved what is expected of `sender` on from
+    /// `before`; once every chat due has come, the member closes.
+    private func countTowardsTheEnd(sender: Int, from before: UInt64) {
+        let due = room.due[sender]
+        missing -= min(expected[sender], due) - min(before, due)
+        if missing == 0, !closing { complete() }
+    }
+
+    private func complete() {
+        room.completed += 1
+        close()
     }
 
     /// Error path: what is wrong with a payload.
@@ -260,7 +272,9 @@ final class RoomMemberConnection: ConnectionHandler {
 
     // MARK: Finishing
 
-    /// Sends nothing more; closes once its own chats are back.
+    /// Sends nothing more; closes once it has every chat the members of its
+    /// room sent (`ClientRoom.due`), so deliveries lost at the very end are
+    /// caught too.
     func finish() {
         switch state {
         case .idle:
@@ -275,7 +289,8 @@ final class RoomMemberConnection: ConnectionHandler {
             close()
         case .entered:
             state = .finishing
-            if outstanding == 0 { close() }
+            missing = zip(room.due, expected).reduce(0) { $0 + ($1.0 > $1.1 ? $1.0 - $1.1 : 0) }
+            if missing == 0 { complete() }
         case .finishing, .closed:
             break
         }
@@ -307,12 +322,16 @@ final class RoomMemberConnection: ConnectionHandler {
         switch reason {
         case .local:
             break
+        case .shutdown where previous == .finishing && missing > 0:
+            // The drain ran out. If another member got everything, this one lost the rest.
+            guard room.completed > 0 else { return worker.unfinished() }
+            worker.violation(.gap, "\(name) never got \(missing) of the room's last chats, which \(room.completed) other members got (gap at the end)")
         case .shutdown:
-            if outstanding > 0 { worker.unfinished() }
+            break
         case .reset:
             worker.countReset("room \(room.number): member \(memberID) reset by the server")
         default:
-            if previous == .finishing, outstanding == 0 { break }
+            if previous == .finishing, missing == 0 { break }
             worker.countDisconnect("room \(room.number): member \(memberID): \(reason) \(previous == .entering ? "before its S_ENTER" : "during the run")")
         }
     }

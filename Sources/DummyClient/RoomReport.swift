@@ -105,7 +105,7 @@ struct RoomReport: Sendable {
             "  client CPU   \(Format.fixed(cpu.user, 2)) s user, \(Format.fixed(cpu.system, 2)) s system (\(Format.fixed(percentOfCore, 0))% of one core over the measured window)",
         ]
         if totals.unfinished > 0 {
-            lines.append("  note         \(totals.unfinished) members still had chats outstanding when the 2 s drain ran out (not counted as errors)")
+            lines.append("  note         \(totals.unfinished) members were still missing chats when the 2 s drain ran out, and no member of their room had them all (not counted as errors)")
         }
         return lines.compactMap { $0 }.joined(separator: "\n")
     }

@@ -128,6 +128,7 @@ final class RoomWorker: RunWorker, PacedSlots, @unchecked Sendable {
         window.stop(at: end)
         pacer?.stop()
         connector?.stop()
+        for room in rooms { room.finish() }
         for member in members { member.finish() }
     }
 

@@ -17,6 +17,9 @@ enum RoomFault: String, CaseIterable, Sendable {
     case duplicate
     /// Every `period`-th broadcast: a victim gets none.
     case drop
+    /// From the `period`-th broadcast on, a victim gets nothing more: no
+    /// later delivery shows a gap, only the end of the run can.
+    case dropTail
     /// The first member to enter gets an S_CHAT before its S_ENTER.
     case chatBeforeEnter
 }
@@ -32,6 +35,8 @@ final class MisbehavingRooms: @unchecked Sendable {
     var nextID: UInt32 = 100
     var broadcasts = 0
     var sentEarlyChat = false
+    /// Drop tail: the member that gets nothing more.
+    var silenced: MisbehavingRoomMember?
     /// Reorder: the victim and the copy held back for it.
     var held: (member: MisbehavingRoomMember, packet: [UInt8])?
 
@@ -48,7 +53,8 @@ final class MisbehavingRooms: @unchecked Sendable {
         broadcasts += 1
         let faulty = fault != .none && broadcasts % period == 0
         let victim = faulty ? members.first { $0 !== sender } : nil
-        for member in members {
+        if fault == .dropTail, silenced == nil { silenced = victim }
+        for member in members where member !== silenced {
             guard member === victim else {
                 member.connection?.write(packet)
                 if let held, held.member === member { // reorder: the held copy goes out after this newer one
@@ -120,6 +126,7 @@ final class MisbehavingRoomMember: ConnectionHandler {
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         if let room { rooms.rooms[room]?.removeAll { $0 === self } }
         if rooms.held?.member === self { rooms.held = nil }
+        if rooms.silenced === self { rooms.silenced = nil }
         self.connection = nil
     }
 }

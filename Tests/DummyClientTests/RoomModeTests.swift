@@ -79,6 +79,7 @@ import Testing
         (.misroute, "foreign_sender", "not a member of room"),
         (.duplicate, "duplicate", "(duplicate or late)"),
         (.drop, "gap", "(gap)"),
+        (.dropTail, "gap", "(gap at the end)"),
         (.chatBeforeEnter, "chat_before_enter", "S_CHAT before S_ENTER violation"),
     ])
     func roomCatchesAMisbehavingServer(_ fault: RoomFault, _ key: String, _ message: String) throws {
