@@ -288,6 +288,8 @@ def callgrind_rooms(args):
         print(f"{result['server']}: {result['instructions_per_msg']:,.1f} instructions per delivery "
               f"({result['instructions']:,} Ir / {result['messages']:,} deliveries"
               f"{'; ERRORS ' + str(result['errors']) if result['errors'] else ''})")
+        calls = ", ".join(f"{name} {count:.3f}" for name, count in result["syscalls_per_msg"].items() if count >= 0.001)
+        print(f"  syscalls per delivery: {calls}")
         names = demangle("\n".join(t["function"] for t in result["top"])).splitlines()
         for top, name in zip(result["top"][:8], names):
             print(f"  {top['ir_per_msg']:9.2f} /delivery {top['share']:6.1%}  {name[:100]}  [{top['object']}]")
