@@ -5,6 +5,8 @@ let package = Package(
     name: "swift-reactor",
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
+        // async/await over the Reactor (AsyncServer, AsyncConnection); no other dependency.
+        .library(name: "ReactorAsync", targets: ["ReactorAsync"]),
         // The room protocol and server, for the benchmarks and anyone embedding rooms.
         .library(name: "Rooms", targets: ["Rooms"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
@@ -28,6 +30,13 @@ let package = Package(
             name: "Reactor",
             dependencies: ["CEpoll"]
         ),
+        .target(
+            name: "ReactorAsync",
+            dependencies: ["Reactor"],
+            // Async functions run on their caller's executor (a loop): no
+            // executor switch, and no lookup of the task's preference, per call.
+            swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+        ),
         // What the executables' command lines share: flags, checks, signals, the serve loop.
         .target(
             name: "CommandLineSupport",
@@ -41,6 +50,7 @@ let package = Package(
             name: "EchoServer",
             dependencies: [
                 "Reactor",
+                "ReactorAsync",
                 "CommandLineSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -80,6 +90,10 @@ let package = Package(
                 "Reactor", "TestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
+        ),
+        .testTarget(
+            name: "ReactorAsyncTests",
+            dependencies: ["Reactor", "ReactorAsync", "TestSupport"]
         ),
         .testTarget(
             name: "EchoServerTests",

@@ -219,7 +219,8 @@ def callgrind(args):
     require(args.server, "echo-server")
     require(args.client, "dummy-client")
     raise_fd_limit()
-    under_test = [servers.ours(args.server), servers.own_handler(args.server), *servers.versus(args.versus)]
+    under_test = [servers.ours(args.server), servers.own_handler(args.server), servers.async_echo(args.server),
+                  *servers.versus(args.versus)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
     print(f"perf-instr: callgrind, course pattern, {args.connections} connections"

@@ -227,7 +227,7 @@ def run(args):
     require(args.client, "dummy-client")
     raise_fd_limit()
     started = time.monotonic()
-    under_test = [servers.ours(args.server), *servers.versus(args.versus)]
+    under_test = [servers.ours(args.server), servers.async_echo(args.server), *servers.versus(args.versus)]
     if args.peers:
         under_test += servers.available_peers(args.loops)
     loads = matrix(args)

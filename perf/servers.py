@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_SOURCE = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
 PEERS_BUILD = os.path.join(ROOT, ".build-peers")
 NIO_BINARY = os.path.join(PEERS_BUILD, "nio", ".build", "release", "nio-echo")
+NIO_ASYNC_BINARY = os.path.join(PEERS_BUILD, "nio", ".build", "release", "nio-async-echo")
 NIO_ROOM_BINARY = os.path.join(PEERS_BUILD, "nio", ".build", "release", "nio-room")
 
 
@@ -51,6 +52,11 @@ def own_handler(binary):
     return ours(binary, name="reactor-own-handler", extra=("--verbose",))
 
 
+def async_echo(binary):
+    """Ours with `--async`: the echo through ReactorAsync, a task per connection on its loop."""
+    return ours(binary, name="reactor-async", extra=("--async",))
+
+
 def versus(binary):
     """`--versus`: another build of echo-server, run like ours under the name "before"."""
     if not binary:
@@ -65,6 +71,7 @@ def peers():
         Server("echoref", os.path.join(PEERS_BUILD, "echoref"), ("{loops}",)),
         Server("uvecho", os.path.join(PEERS_BUILD, "uvecho"), single_loop=True),
         Server("nio-echo", NIO_BINARY, ("{loops}",)),
+        Server("nio-async-echo", NIO_ASYNC_BINARY, ("{loops}",)),
     ]
 
 

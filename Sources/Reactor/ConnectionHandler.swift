@@ -1,4 +1,4 @@
-/// What a protocol implements to live on a connection: five callbacks, all
+/// What a protocol implements to live on a connection: six callbacks, all
 /// made on the connection's loop thread. Only `received` is required.
 ///
 /// ```swift
@@ -20,6 +20,12 @@ public protocol ConnectionHandler: AnyObject {
     func connection(_ connection: Connection, received bytes: UnsafeRawBufferPointer) -> Int
     /// Everything queued by `write` has been handed to the kernel.
     func connectionDrained(_ connection: Connection)
+    /// Nothing more will be read: the peer sent FIN, or the server is
+    /// shutting down gracefully. Returns whether the handler keeps the
+    /// connection open to write until it calls `close()`, as one that
+    /// answers later does (ReactorAsync). The default, false, closes it once
+    /// the output is flushed: what was read is answered by then.
+    func connectionInputEnded(_ connection: Connection) -> Bool
     /// Pending output went above the loop's high-water mark (`false`: the
     /// peer is not keeping up, and reading from it is paused), or drained to
     /// the low-water mark again (`true`). Told after the write that crossed,
@@ -32,6 +38,7 @@ public protocol ConnectionHandler: AnyObject {
 extension ConnectionHandler {
     public func connectionOpened(_ connection: Connection) {}
     public func connectionDrained(_ connection: Connection) {}
+    public func connectionInputEnded(_ connection: Connection) -> Bool { false }
     public func connectionWritabilityChanged(_ connection: Connection, isWritable: Bool) {}
     public func connectionClosed(_ connection: Connection, reason: CloseReason) {}
 }

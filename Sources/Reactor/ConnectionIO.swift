@@ -122,12 +122,32 @@ extension EventLoop {
         case .transferred, .wouldBlock:
             break
         case .endOfFile:
-            slot.pointee.phase = .peerFinished
-            finishIfFlushed(slot)
+            endInput(slot)
         case .failed(let code):
             close(slot, reason: .failure("recv", code: code))
         }
         return false
+    }
+
+    /// The peer's FIN: the connection answers and flushes what it has, then
+    /// closes, unless the handler holds it open until its own `close()`.
+    private func endInput(_ slot: Slot) {
+        slot.pointee.phase = .peerFinished
+        guard let held = tellInputEnded(slot) else { return }
+        if held { slot.pointee.flags.insert(.heldOpenByHandler) }
+        finishIfFlushed(slot)
+    }
+
+    /// Tells the handler nothing more will be read; returns whether it holds
+    /// the connection open, or nil when it closed it meanwhile.
+    private func tellInputEnded(_ slot: Slot) -> Bool? {
+        let token = slot.pointee.token
+        let phase = slot.pointee.phase
+        let held = slot.pointee.handler.unsafelyUnwrapped._withUnsafeGuaranteedRef {
+            $0.handler.connectionInputEnded(Connection(loop: self, token: token))
+        }
+        guard slot.pointee.token == token, slot.pointee.phase == phase else { return nil }
+        return held
     }
 
     /// A read while a partial frame waits. A short one goes in front of the
@@ -431,13 +451,15 @@ extension EventLoop {
             close(slot, reason: .local)
         case .open, .peerFinished:
             slot.pointee.phase = .closeRequested
+            slot.pointee.flags.remove(.heldOpenByHandler)
             finishIfFlushed(slot)
         case .closeRequested, .lingering, .closing:
             return
         }
     }
 
-    /// Answers what the socket already holds, then closes once flushed.
+    /// Answers what the socket already holds, then closes once flushed (or,
+    /// if its handler holds it open, once the handler closes it).
     func finishGracefully(_ token: EventToken) {
         guard let slot = connections.slot(for: token) else { return }
         switch slot.pointee.phase {
@@ -445,7 +467,13 @@ extension EventLoop {
             close(slot, reason: .shutdown)
         case .open:
             readAvailable(slot, tick: slot.pointee.lastActivity)
-            guard slot.pointee.token == token, slot.pointee.phase == .open else { return }
+            guard slot.pointee.token == token, slot.pointee.phase == .open, let held = tellInputEnded(slot) else { return }
+            if held {
+                // Its handler answers later: it may still write, and closes the connection itself.
+                slot.pointee.phase = .peerFinished
+                slot.pointee.flags.insert(.heldOpenByHandler)
+                return updateInterest(slot)
+            }
             slot.pointee.phase = .closeRequested
             finishIfFlushed(slot)
         case .peerFinished, .closeRequested, .lingering, .closing:
@@ -456,7 +484,7 @@ extension EventLoop {
     /// A finishing connection closes once its output is gone (lingering first
     /// if input is still unread); until then it waits for writability only.
     private func finishIfFlushed(_ slot: Slot) {
-        guard !slot.pointee.hasOutput else { return updateInterest(slot) }
+        guard !slot.pointee.hasOutput, !slot.pointee.flags.contains(.heldOpenByHandler) else { return updateInterest(slot) }
         if slot.pointee.phase == .peerFinished { return close(slot, reason: .peerClosed) }
         if Socket.unreadBytes(slot.pointee.token.fd) > 0 { return linger(slot) }
         close(slot, reason: localCloseReason)

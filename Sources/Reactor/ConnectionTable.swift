@@ -97,6 +97,8 @@ struct ConnectionFlags: OptionSet {
     static let noticeQueued = ConnectionFlags(rawValue: 1 << 3)
     /// A flush after the batch is queued on the loop (`enqueue`).
     static let flushQueued = ConnectionFlags(rawValue: 1 << 4)
+    /// After the peer's FIN the handler keeps the connection open until `close()`.
+    static let heldOpenByHandler = ConnectionFlags(rawValue: 1 << 5)
 }
 
 /// A loop's connection slots, indexed by fd: the one place connection state

@@ -60,7 +60,10 @@ public final class EventLoop: @unchecked Sendable {
     /// Handlers of connections closed in this batch: released after it, so
     /// none is freed while one of its callbacks is still running.
     @exclusivity(unchecked) var retiredHandlers: [Unmanaged<HandlerBox>] = []
-    /// Either list above has entries: one flag to test per batch.
+    /// Concurrency jobs enqueued on this thread (`EventLoopExecutor.swift`).
+    @exclusivity(unchecked) var jobs: [UnownedJob] = []
+    @exclusivity(unchecked) var jobScratch: [UnownedJob] = []
+    /// Any list above has entries: one flag to test per batch.
     @exclusivity(unchecked) var hasDeferredWork = false
     /// Drained output queues, ready for the next connection with output pending.
     @exclusivity(unchecked) var spareOutputQueues: [OutputQueue] = []
@@ -190,11 +193,13 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Writability notices, re-offered input and enqueued output, then the
-    /// handlers of connections closed meanwhile. Handlers called here may add more work;
-    /// it runs before the loop waits again.
+    /// Writability notices, re-offered input and enqueued output, and the
+    /// concurrency jobs made ready meanwhile; then the handlers of
+    /// connections closed meanwhile. Handlers and jobs called here may add
+    /// more work; it runs before the loop waits again.
     private func runDeferredWork() {
-        while !deferredWork.isEmpty {
+        while !deferredWork.isEmpty || !jobs.isEmpty {
+            if !jobs.isEmpty { runJobs() }
             swap(&deferredWork, &deferredScratch) // both keep their storage: no allocation per batch
             for item in deferredScratch {
                 switch item {

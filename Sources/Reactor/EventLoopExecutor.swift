@@ -1,0 +1,43 @@
+/// An event loop runs Swift concurrency jobs on its thread: a task with the
+/// loop as its executor preference (`Task(executorPreference: loop)`), or
+/// an actor whose `unownedExecutor` is the loop, runs there, beside the
+/// loop's connections, and calls their handles with no thread hop.
+///
+/// A job enqueued on the loop's own thread (a continuation resumed by a
+/// handler, say) runs after the current batch of events, before the loop
+/// waits again, with no lock and no wake-up; one from another thread goes
+/// through `execute`. Jobs enqueued once the loop has finished never run.
+extension EventLoop: TaskExecutor, SerialExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if isCurrent {
+            jobs.append(job)
+            hasDeferredWork = true
+        } else {
+            execute { [self] in run(job) }
+        }
+    }
+
+    public func asUnownedTaskExecutor() -> UnownedTaskExecutor {
+        UnownedTaskExecutor(ordinary: self)
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    public func checkIsolated() {
+        precondition(isCurrent, "expected to run on this event loop's thread")
+    }
+
+    func run(_ job: UnownedJob) {
+        job.runSynchronously(on: asUnownedTaskExecutor())
+    }
+
+    /// The jobs enqueued on the loop's thread so far; those they enqueue run in the next round.
+    func runJobs() {
+        swap(&jobs, &jobScratch)
+        for job in jobScratch { run(job) }
+        jobScratch.removeAll(keepingCapacity: true)
+    }
+}
