@@ -18,6 +18,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "Reactor", package: "swift-reactor"),
+                .product(name: "ReactorAsync", package: "swift-reactor"),
             ],
             path: "Benchmarks/EchoFlood",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

@@ -11,6 +11,7 @@
 
 import Benchmark
 import Reactor
+import ReactorAsync
 
 #if canImport(Glibc)
 import Glibc
@@ -25,6 +26,9 @@ enum EchoServerKind: String, Sendable {
     /// The course's packets: each message is a `PacketHeader` packet, cut by
     /// `LengthPrefixedFramer` and echoed frame by frame.
     case framed = "framed"
+    /// ReactorAsync: a task per connection on its loop, `for try await chunk
+    /// in inbound { try await outbound.write(chunk) }`.
+    case async = "async"
 }
 
 /// Echo with per-connection state, from outside the Reactor module: what a
@@ -84,6 +88,8 @@ final class EchoFlood: @unchecked Sendable {
     // loop thread never sees this object.
     let shape: FloodShape
     private var server: Server?
+    /// The async server around `server`, kept for the `.async` kind.
+    private var asyncServer: AsyncServer?
     private let pollfds: UnsafeMutablePointer<pollfd>
     private let sent: UnsafeMutablePointer<Int>
     private let received: UnsafeMutablePointer<Int>
@@ -141,6 +147,7 @@ final class EchoFlood: @unchecked Sendable {
         case .builtIn: try Server(configuration: configuration, handler: EchoHandler())
         case .ownHandler: try Server(configuration: configuration) { _ in CountingEchoHandler() }
         case .framed: try Server(configuration: configuration, handler: PacketEchoHandler())
+        case .async: try startAsyncEcho(configuration)
         }
         try server.start()
         self.server = server
@@ -180,6 +187,17 @@ final class EchoFlood: @unchecked Sendable {
         }
     }
 
+    private func startAsyncEcho(_ configuration: Server.Configuration) throws -> Server {
+        let service = try AsyncServer(configuration: configuration)
+        Task(executorPreference: service.server.loops[0]) {
+            await service.serve { inbound, outbound in
+                for try await chunk in inbound { try await outbound.write(chunk) }
+            }
+        }
+        asyncServer = service
+        return service.server
+    }
+
     /// Closes the client sockets, shuts the server down and waits for its loop.
     func stop() {
         for index in 0..<connected where pollfds[index].fd >= 0 {
@@ -187,6 +205,10 @@ final class EchoFlood: @unchecked Sendable {
             pollfds[index].fd = -1
         }
         connected = 0
+        if let asyncServer {
+            asyncServer.shutdown(gracePeriod: .seconds(1))
+            self.asyncServer = nil
+        }
         if let server {
             server.shutdown(gracePeriod: .seconds(1))
             server.wait()
@@ -376,10 +398,12 @@ let benchmarks: @Sendable () -> Void = {
     }
     // The same at c=100 with a handler of one's own, and with the course's
     // packets framed (steady state: no allocation per frame).
-    for kind in [EchoServerKind.ownHandler, .framed] {
+    for kind in [EchoServerKind.ownHandler, .framed, .async] {
         EchoFlood(FloodShape(connections: 100, messageSize: 100, messages: 10, window: 1_000, server: kind))
             .register("Flood 10x100B c=100 \(kind.rawValue)", maxDuration: maxDuration, maxIterations: 100_000)
     }
+    EchoFlood(FloodShape(connections: 1, messageSize: 100, messages: 10, window: 1_000, server: .async))
+        .register("Flood 10x100B c=1 async", maxDuration: maxDuration, maxIterations: 100_000)
     // Streaming: 16 KiB messages, 64 KiB in flight per connection, 256 KiB per connection per round.
     EchoFlood(FloodShape(connections: 10, messageSize: 16 * 1024, messages: 16, window: 64 * 1024))
         .register("Stream 16x16KiB w=64KiB c=10", maxDuration: maxDuration, maxIterations: 100_000)
