@@ -34,6 +34,14 @@ test-sanitize:
 clean:
 	rm -rf .build .build-static .build-tsan .build-asan Benchmarks/.build
 
+# The DocC catalogs of Reactor and ReactorAsync (swift-docc-plugin), any warning an error:
+# .build/docs/Reactor.doccarchive and .build/docs/ReactorAsync.doccarchive.
+.PHONY: docs
+
+docs:
+	$(SWIFT) package --disable-sandbox generate-documentation --target Reactor --target ReactorAsync \
+		--warnings-as-errors --output-path .build/docs
+
 # --- Performance, end to end in separate processes (perf/perf.py; Python 3 stdlib) ---
 # make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3] [VERSUS=old/echo-server]; make perf-baseline;
 # make perf-instr [PEERS=1]; make profile; make peers. See README "Performance".

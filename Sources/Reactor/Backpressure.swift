@@ -10,6 +10,8 @@ public struct Backpressure: Sendable, Equatable {
     /// At or below this many it reads again, and is writable again.
     public var lowWaterMark: Int
 
+    /// Limits of `highWaterMark` and `lowWaterMark` bytes, 256 KiB and 64 KiB by default;
+    /// the low-water mark may not exceed the high one.
     public init(highWaterMark: Int = 256 * 1024, lowWaterMark: Int = 64 * 1024) {
         precondition(highWaterMark > 0 && lowWaterMark >= 0 && lowWaterMark <= highWaterMark)
         self.highWaterMark = highWaterMark

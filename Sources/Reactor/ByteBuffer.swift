@@ -12,12 +12,14 @@ public struct ByteBuffer: ~Copyable {
     private var readIndex: UInt32 = 0
     private var writeIndex: UInt32 = 0
 
+    /// An empty buffer, with no storage until the first append.
     public init() {}
 
     deinit { storage?.deallocate() }
 
     /// Bytes appended and not yet consumed.
     public var count: Int { Int(writeIndex &- readIndex) }
+    /// Whether no bytes are waiting.
     public var isEmpty: Bool { writeIndex == readIndex }
 
     /// The unread bytes, valid until the next mutation.
@@ -25,6 +27,8 @@ public struct ByteBuffer: ~Copyable {
         UnsafeRawBufferPointer(start: storage.map { $0 + Int(readIndex) }, count: count)
     }
 
+    /// Copies `bytes` to the back, sliding the unread bytes to the front or
+    /// growing the storage when there is no room.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         reserveSpace(for: bytes.count)

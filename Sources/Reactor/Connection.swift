@@ -29,6 +29,8 @@ public struct Connection: Hashable, Sendable {
         self.token = token
     }
 
+    /// The connection's epoll token: its generation and fd. A connection that
+    /// later gets the same fd number gets another id.
     public var id: ID { token.rawValue }
 
     /// The loop this connection lives on.
@@ -46,10 +48,12 @@ public struct Connection: Hashable, Sendable {
         loopReference._withUnsafeGuaranteedRef(body)
     }
 
+    /// Whether both handles name the same connection: the same loop and token.
     public static func == (lhs: Connection, rhs: Connection) -> Bool {
         lhs.token == rhs.token && lhs.loopReference.toOpaque() == rhs.loopReference.toOpaque()
     }
 
+    /// Hashes the token, so that handles can key a dictionary or fill a set.
     public func hash(into hasher: inout Hasher) { hasher.combine(token.rawValue) }
 
     /// The socket's file descriptor (for logs; the loop owns it).
@@ -67,6 +71,7 @@ public struct Connection: Hashable, Sendable {
         }
     }
 
+    /// Sends the bytes of an array, as the raw-buffer `write(_:)` does.
     public func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { write($0) }
     }
@@ -171,6 +176,8 @@ public struct Connection: Hashable, Sendable {
         }
     }
 
+    /// Whether the connection has closed (its handler has heard `connectionClosed`,
+    /// or is hearing it). Loop thread.
     public var isClosed: Bool {
         guard let slot = slot("isClosed") else { return true }
         return slot.pointee.phase == .closing
@@ -194,10 +201,12 @@ public struct Connection: Hashable, Sendable {
         return slot.pointee.phase == .open && slot.pointee.interest & ConnectionInterest.read == 0
     }
 
+    /// The peer's address and port (`getpeername`); nil once closed. Loop thread.
     public var remoteAddress: SocketAddress? {
         slot("remoteAddress") == nil ? nil : SocketAddress(of: fd, peer: true)
     }
 
+    /// This end's address and port (`getsockname`); nil once closed. Loop thread.
     public var localAddress: SocketAddress? {
         slot("localAddress") == nil ? nil : SocketAddress(of: fd, peer: false)
     }

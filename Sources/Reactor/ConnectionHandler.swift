@@ -36,10 +36,15 @@ public protocol ConnectionHandler: AnyObject {
 }
 
 extension ConnectionHandler {
+    /// Does nothing: a handler that has nothing to do on open need not implement it.
     public func connectionOpened(_ connection: Connection) {}
+    /// Does nothing: a handler that does not wait for its output to drain need not implement it.
     public func connectionDrained(_ connection: Connection) {}
+    /// Returns false: the connection closes once what was read is answered and flushed.
     public func connectionInputEnded(_ connection: Connection) -> Bool { false }
+    /// Does nothing: reading pauses and resumes with the marks all the same.
     public func connectionWritabilityChanged(_ connection: Connection, isWritable: Bool) {}
+    /// Does nothing: a handler that keeps nothing per connection need not implement it.
     public func connectionClosed(_ connection: Connection, reason: CloseReason) {}
 }
 
@@ -67,6 +72,9 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
     /// (`pendingBytes` queued when it gave up on it).
     case slowPeer(pendingBytes: Int)
 
+    /// A short text for logs: `peer FIN`, `reset`, `idle timeout`, `closed locally`,
+    /// `shutdown`, the error's own text, `protocol error: ...`, or
+    /// `slow peer: N B of output pending`.
     public var description: String {
         switch self {
         case .peerClosed: "peer FIN"

@@ -106,7 +106,7 @@ struct ConnectionFlags: OptionSet {
 /// up front (mmap, no memory until touched); slots are initialized 1,024 at a
 /// time as fds reach them, so the table's footprint follows the highest fd
 /// ever open. A lookup is a bounds check and an offset, with no reference
-/// counting and no dynamic exclusivity check (README, performance history).
+/// counting and no dynamic exclusivity check (Reactor.docc, Performance).
 /// A noncopyable struct stored in its loop, so a lookup reads the loop's own
 /// fields.
 struct ConnectionTable: ~Copyable {

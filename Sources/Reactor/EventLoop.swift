@@ -25,6 +25,8 @@ public final class EventLoop: @unchecked Sendable {
     public let backpressure: Backpressure
     /// The handler of every connection adopted or opened here without one of its own.
     let sharedHandlerBox: HandlerBox?
+    /// The handler of every connection adopted or opened on this loop without one
+    /// of its own; nil when each connection brings its own.
     public var sharedHandler: (any ConnectionHandler)? { sharedHandlerBox?.handler }
     /// Connection state, indexed by fd.
     @exclusivity(unchecked) var connections: ConnectionTable
@@ -171,7 +173,7 @@ public final class EventLoop: @unchecked Sendable {
     /// other loops), the thread that feeds this loop often waits for this very
     /// core: yielding lets it run now, and the loop then finds work instead of
     /// sleeping and being woken per event. A loop with work never yields; an
-    /// idle one makes two syscalls more before it sleeps (README, Architecture).
+    /// idle one makes two syscalls more before it sleeps (Reactor.docc, Architecture).
     private func waitForEvents(timeoutMilliseconds timeout: Int32) throws(SystemError) -> Int {
         let ready = try epoll.wait(into: batch, timeoutMilliseconds: 0)
         if ready > 0 || timeout == 0 { return ready }

@@ -8,6 +8,9 @@
 /// waits again, with no lock and no wake-up; one from another thread goes
 /// through `execute`. Jobs enqueued once the loop has finished never run.
 extension EventLoop: TaskExecutor, SerialExecutor {
+    /// Runs a concurrency job on this loop's thread: after the current batch of
+    /// events when called there, through `execute` from any other thread. The
+    /// concurrency runtime calls it; code of one's own has no need to.
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         if isCurrent {
@@ -18,14 +21,19 @@ extension EventLoop: TaskExecutor, SerialExecutor {
         }
     }
 
+    /// This loop as a task executor, for `Task(executorPreference:)`,
+    /// `addTask(executorPreference:)` and `withTaskExecutorPreference`.
     public func asUnownedTaskExecutor() -> UnownedTaskExecutor {
         UnownedTaskExecutor(ordinary: self)
     }
 
+    /// This loop as a serial executor, for an actor whose `unownedExecutor` it is.
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 
+    /// Stops with a precondition failure unless called on this loop's thread:
+    /// what `assumeIsolated` relies on for an actor on this executor.
     public func checkIsolated() {
         precondition(isCurrent, "expected to run on this event loop's thread")
     }

@@ -17,6 +17,7 @@ public final class Locked<Value>: @unchecked Sendable {
     // @exclusivity(unchecked): only touched with the mutex held, so never in overlapping accesses.
     @usableFromInline @exclusivity(unchecked) var value: Value
 
+    /// Guards `value` with a new mutex.
     public init(_ value: Value) {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())

@@ -25,6 +25,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
             bytesSent: bytesSent.load(ordering: .relaxed))
     }
 
+    /// The counters' values at one moment. `Server.statistics` adds up its loops'.
     public struct Snapshot: Sendable, Equatable {
         /// Connections established: accepted by a server or connected by a client.
         public var opened: UInt64 = 0
@@ -34,11 +35,15 @@ public struct LoopStatistics: ~Copyable, Sendable {
         public var refused: UInt64 = 0
         /// Connections closed because their peer broke the protocol (`.framing`, `.protocolError`).
         public var protocolErrors: UInt64 = 0
+        /// Bytes read from peers.
         public var bytesReceived: UInt64 = 0
+        /// Bytes handed to the kernel for peers.
         public var bytesSent: UInt64 = 0
 
+        /// Connections open when the snapshot was taken: `opened` less `closed`.
         public var open: UInt64 { opened &- closed }
 
+        /// The two snapshots added up, field by field: totals over loops.
         public static func + (lhs: Snapshot, rhs: Snapshot) -> Snapshot {
             Snapshot(
                 opened: lhs.opened + rhs.opened, closed: lhs.closed + rhs.closed,

@@ -14,16 +14,25 @@ import Glibc
 /// The hand-off costs one cross-thread task per accepted connection, off the
 /// echo path.
 public final class Server: Sendable {
+    /// Where and how a server listens and serves. Every field has a default:
+    /// 127.0.0.1:7777, one loop per core.
     public struct Configuration: Sendable {
+        /// The address to listen on: numeric IPv4 or IPv6, or a name to resolve.
+        /// Loopback by default, so nothing is exposed unless asked (`0.0.0.0`, `::`).
         public var host = "127.0.0.1"
+        /// The TCP port, 7777 by default; 0 lets the kernel choose one (read it from
+        /// `Server.localAddress`).
         public var port: UInt16 = 7777
         /// Event loops (threads); default one per core.
         public var loops = Server.coreCount
+        /// The `listen` backlog: connections whose handshake the kernel has completed
+        /// and that wait to be accepted (capped by `net.core.somaxconn`).
         public var backlog: Int32 = 1024
         /// Connections beyond this are accepted and closed at once (counted as refused).
         public var maxConnections = 10_000
         /// Close connections that have received nothing for this long; nil: never.
         public var idleTimeout: Duration?
+        /// The output limits of every connection.
         public var backpressure = Backpressure()
         /// Connections accepted per wake-up at most.
         public var acceptBatch = 64
@@ -32,12 +41,15 @@ public final class Server: Sendable {
         /// kernel's autotuning, which on loopback grows to megabytes each.
         public var socketBufferSize: Int?
 
+        /// The defaults; set the fields to change them.
         public init() {}
     }
 
+    /// The configuration the server was made with.
     public let configuration: Configuration
     /// Where the server listens; with port 0, the port the kernel chose.
     public let localAddress: SocketAddress
+    /// The event loops, one thread each. Loop 0 also runs the listener.
     public let loops: [EventLoop]
     private let listenFD: Int32
     private let openConnections = Atomic<Int>(0)
@@ -50,6 +62,8 @@ public final class Server: Sendable {
     private nonisolated(unsafe) var nextLoop = 0
     private let errors: @Sendable (SystemError) -> Void
 
+    /// Processors online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1: the default
+    /// number of loops.
     public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// Binds and listens now, so a bad address or a port in use fails here

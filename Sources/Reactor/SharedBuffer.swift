@@ -24,14 +24,17 @@ public struct SharedBuffer: @unchecked Sendable {
         storage.count = count
     }
 
+    /// A buffer holding a copy of `bytes`.
     public init(copying bytes: UnsafeRawBufferPointer) {
         self.init(count: bytes.count) { $0.copyMemory(from: bytes) }
     }
 
+    /// A buffer holding a copy of the array's bytes.
     public init(_ bytes: [UInt8]) {
         self = bytes.withUnsafeBytes { SharedBuffer(copying: $0) }
     }
 
+    /// The number of bytes.
     public var count: Int { storage.count }
 
     /// Lends the bytes to `body`.

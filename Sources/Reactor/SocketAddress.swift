@@ -5,13 +5,18 @@ import Glibc
 
 /// An IPv4 or IPv6 address and port, ready to hand to `bind` or `connect`.
 public enum SocketAddress: Sendable, Equatable, CustomStringConvertible {
+    /// An IPv4 address and port, as the C `sockaddr_in` (network byte order inside).
     case v4(sockaddr_in)
+    /// An IPv6 address and port, as the C `sockaddr_in6` (network byte order inside).
     case v6(sockaddr_in6)
 
     /// Thrown when a host name is neither a numeric address nor resolvable.
     public struct ResolutionError: Error, CustomStringConvertible, Sendable {
+        /// The host name that could not be resolved.
         public let host: String
+        /// Why, in the resolver's words (`gai_strerror`).
         public let reason: String
+        /// `cannot resolve host 'HOST': REASON`.
         public var description: String { "cannot resolve host '\(host)': \(reason)" }
     }
 
@@ -94,6 +99,7 @@ public enum SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The port, in host byte order; setting it keeps the host.
     public var port: UInt16 {
         get {
             switch self {
@@ -119,6 +125,7 @@ public enum SocketAddress: Sendable, Equatable, CustomStringConvertible {
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// `host:port`, an IPv6 host in brackets: `127.0.0.1:7777`, `[::1]:7777`.
     public var description: String {
         switch self {
         case .v4: "\(host):\(port)"
@@ -140,6 +147,8 @@ public enum SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether both name the same host and port (compared as text, so that the C
+    /// structures' padding bytes do not count).
     public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
         lhs.description == rhs.description
     }

@@ -13,6 +13,8 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The `errno` value the call left.
     public let code: Int32
 
+    /// The failure of `call` on `subject` with `code`: by default the `errno` the
+    /// failed call left, so make the error right after the call.
     public init(_ call: String, _ subject: String = "", code: Int32 = errno) {
         self.call = call
         self.subject = subject
@@ -22,6 +24,7 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The C library's text for `code`, e.g. "Connection refused".
     public var message: String { String(cString: strerror(code)) }
 
+    /// `call subject: message`, or `call: message` without a subject.
     public var description: String {
         subject.isEmpty ? "\(call): \(message)" : "\(call) \(subject): \(message)"
     }

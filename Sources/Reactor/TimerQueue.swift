@@ -6,7 +6,9 @@ public struct ScheduledTask: Sendable, Hashable {
     /// Cancels the task if it has not run yet. Safe to call more than once.
     public func cancel() { loop.cancel(self) }
 
+    /// Whether both handles name the same task of the same loop.
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.id == rhs.id && lhs.loop === rhs.loop }
+    /// Hashes the task's id.
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 }
 

@@ -15,6 +15,7 @@ public enum FramingError: Error, Sendable, Equatable, CustomStringConvertible {
     /// more than a line of at most `limit` bytes allows.
     case lineTooLong(bytesWithoutDelimiter: Int, limit: Int)
 
+    /// The logged close reason, e.g. `frame of 70000 B over the limit of 4096 B`.
     public var description: String {
         switch self {
         case .frameTooLarge(let size, let limit):

@@ -11,12 +11,15 @@
 public struct LengthPrefixedFramer: Framer {
     /// How the length field's bytes are ordered on the wire.
     public enum ByteOrder: Sendable {
+        /// Least significant byte first, as in the course's packets.
         case littleEndian
+        /// Most significant byte first: network byte order.
         case bigEndian
     }
 
     /// Bytes in the length field: 1, 2, 4 or 8.
     public let lengthFieldSize: Int
+    /// The length field's byte order.
     public let byteOrder: ByteOrder
     /// Where the length field starts within the header.
     public let lengthFieldOffset: Int
@@ -70,6 +73,9 @@ public struct LengthPrefixedFramer: Framer {
             lengthIncludesHeader: true, maximumFrameSize: maximumFrameSize)
     }
 
+    /// Delivers every whole frame at the start of `bytes`, header included, and
+    /// refuses a frame over `maximumFrameSize` as soon as its header arrives
+    /// (see `Framer.frames(in:_:)`).
     @inlinable
     public func frames(
         in bytes: UnsafeRawBufferPointer,

@@ -9,6 +9,7 @@ import Glibc
 /// `\r` before it when `stripsCarriageReturn` is set, so CRLF and LF lines read
 /// the same.
 public struct LineFramer: Framer {
+    /// The byte that ends a line; it is not part of the line handed over.
     public let delimiter: UInt8
     /// The most bytes a line may hold before its delimiter, a `\r` that is
     /// stripped included.
@@ -29,6 +30,10 @@ public struct LineFramer: Framer {
         self.stripsCarriageReturn = stripsCarriageReturn
     }
 
+    /// Delivers every whole line at the start of `bytes`, without its delimiter
+    /// (nor the `\r` before it, when stripped), and refuses the input once more than
+    /// `maximumLineLength` bytes have arrived without a delimiter (see
+    /// `Framer.frames(in:_:)`).
     @inlinable
     public func frames(
         in bytes: UnsafeRawBufferPointer,
