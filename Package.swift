@@ -7,17 +7,23 @@ let package = Package(
         .library(name: "Reactor", targets: ["Reactor"]),
         // async/await over the Reactor (AsyncServer, AsyncConnection); no other dependency.
         .library(name: "ReactorAsync", targets: ["ReactorAsync"]),
+        // A Server or AsyncServer as a swift-service-lifecycle Service.
+        .library(name: "ReactorService", targets: ["ReactorService"]),
         // The room protocol and server, for the benchmarks and anyone embedding rooms.
         .library(name: "Rooms", targets: ["Rooms"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
         .executable(name: "dummy-client", targets: ["DummyClient"]),
         .executable(name: "room-server", targets: ["RoomServer"]),
+        // The README's ServiceGroup example.
+        .executable(name: "service-echo", targets: ["ServiceEcho"]),
     ],
     dependencies: [
         // Executables only: the Reactor library depends on nothing but CEpoll and the toolchain.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // ReactorService only.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // `make docs` only: the DocC catalogs of Reactor and ReactorAsync.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         // Tests only: property-based checks of the framers at every split point.
@@ -38,6 +44,22 @@ let package = Package(
             // Async functions run on their caller's executor (a loop): no
             // executor switch, and no lookup of the task's preference, per call.
             swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+        ),
+        .target(
+            name: "ReactorService",
+            dependencies: [
+                "Reactor", "ReactorAsync",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "ServiceEcho",
+            dependencies: [
+                "Reactor", "ReactorAsync", "ReactorService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // What the executables' command lines share: flags, checks, signals, the serve loop.
         .target(
@@ -96,6 +118,13 @@ let package = Package(
         .testTarget(
             name: "ReactorAsyncTests",
             dependencies: ["Reactor", "ReactorAsync", "TestSupport"]
+        ),
+        .testTarget(
+            name: "ReactorServiceTests",
+            dependencies: [
+                "Reactor", "ReactorService", "TestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .testTarget(
             name: "EchoServerTests",

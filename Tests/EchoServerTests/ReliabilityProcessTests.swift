@@ -98,9 +98,15 @@ struct ReliabilityProcessTests {
     }
 
     /// SIGTERM under load: the server stops accepting, and a client whose
-    /// bytes it took gets its whole echo before the FIN; exit status 0.
-    @Test func sigtermFlushesWhatWasReceivedBeforeClosing() throws {
-        let (server, port) = try ServerProcess.echoServer(["--loops", "2", "--shutdown-timeout", "20"])
+    /// bytes it took gets its whole echo before the FIN; exit status 0. The
+    /// same for the async echo, and for both as a `ReactorService` in a
+    /// `ServiceGroup` (service-echo), where the group takes the signal.
+    @Test(arguments: [
+        ("echo-server", ["--shutdown-timeout", "20"]), ("echo-server", ["--shutdown-timeout", "20", "--async"]),
+        ("service-echo", []), ("service-echo", ["--async"]),
+    ])
+    func sigtermFlushesWhatWasReceivedBeforeClosing(_ executable: String, _ flags: [String]) throws {
+        let (server, port) = try ServerProcess.echoServer(["--loops", "2"] + flags, executable: executable)
         let load = Atomic<Int>(0)
         let corrupted = Atomic<Int>(0)
         let loaders = try (0..<4).map { index in

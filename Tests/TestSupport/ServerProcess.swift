@@ -40,10 +40,13 @@ public final class ServerProcess {
         try process.run()
     }
 
-    /// `echo-server` started on a free loopback port with `arguments`, once it listens.
-    public static func echoServer(_ arguments: [String] = [], fileLimit: Int? = nil) throws -> (ServerProcess, UInt16) {
+    /// `echo-server` (or another server taking `--port`) started on a free
+    /// loopback port with `arguments`, once it listens.
+    public static func echoServer(
+        _ arguments: [String] = [], fileLimit: Int? = nil, executable: String = "echo-server"
+    ) throws -> (ServerProcess, UInt16) {
         let port = try unusedPort()
-        let server = try ServerProcess(arguments: ["--port", "\(port)"] + arguments, fileLimit: fileLimit)
+        let server = try ServerProcess(executable, arguments: ["--port", "\(port)"] + arguments, fileLimit: fileLimit)
         try server.waitUntilListening()
         return (server, port)
     }
