@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ReactorAsync", targets: ["ReactorAsync"]),
         // A Server or AsyncServer as a swift-service-lifecycle Service.
         .library(name: "ReactorService", targets: ["ReactorService"]),
+        // Loop counters as swift-metrics, and GET /metrics in Prometheus text.
+        .library(name: "ReactorMetrics", targets: ["ReactorMetrics"]),
         // The room protocol and server, for the benchmarks and anyone embedding rooms.
         .library(name: "Rooms", targets: ["Rooms"]),
         .executable(name: "echo-server", targets: ["EchoServer"]),
@@ -24,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         // ReactorService only.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // ReactorMetrics only.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // `make docs` only: the DocC catalogs of Reactor and ReactorAsync.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         // Tests only: property-based checks of the framers at every split point.
@@ -52,6 +57,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "ReactorMetrics",
+            dependencies: [
+                "Reactor",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .executableTarget(
             name: "ServiceEcho",
             dependencies: [
@@ -65,7 +78,7 @@ let package = Package(
         .target(
             name: "CommandLineSupport",
             dependencies: [
-                "Reactor",
+                "Reactor", "ReactorMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,6 +131,10 @@ let package = Package(
         .testTarget(
             name: "ReactorAsyncTests",
             dependencies: ["Reactor", "ReactorAsync", "TestSupport"]
+        ),
+        .testTarget(
+            name: "ReactorMetricsTests",
+            dependencies: ["Reactor", "ReactorMetrics", "TestSupport"]
         ),
         .testTarget(
             name: "ReactorServiceTests",

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import Reactor
+import ReactorMetrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,6 +42,13 @@ public func serve(
             eventLogger.info("signal \(signal): stopping (a second one exits at once)")
             server.shutdown(gracePeriod: gracePeriod)
         }
+        var export: PrometheusExport?
+        if options.metricsPort > 0 {
+            export = try PrometheusExport(server: server, port: UInt16(options.metricsPort), errors: { eventLogger.warning("metrics: \($0)") })
+            try export?.start()
+            logger.info("metrics on http://127.0.0.1:\(options.metricsPort)/metrics")
+        }
+        defer { export?.endpoint.shutdown() }
         print("\(name) listening on \(server.localAddress) (loops \(options.loops), pid \(getpid()))")
         fflush(nil) // stdout may be a pipe: the listening line must go out now
         if options.statsInterval > 0 {

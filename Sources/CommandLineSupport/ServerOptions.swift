@@ -22,6 +22,8 @@ public struct ServerOptions: ParsableArguments {
     public var shutdownTimeout = 5.0
     @Option(help: "Print a statistics line every this many seconds; 0 disables (0-86400).")
     public var statsInterval = 0.0
+    @Option(help: "Answer GET /metrics (Prometheus text) on 127.0.0.1 at this port; 0 disables (0-65535).")
+    public var metricsPort = 0
     @Flag(help: "Log every connection's open and close.")
     public var verbose = false
 
@@ -36,6 +38,7 @@ public struct ServerOptions: ParsableArguments {
         try check("--idle-timeout", idleTimeout, 0...86_400)
         try check("--shutdown-timeout", shutdownTimeout, 0...3_600)
         try check("--stats-interval", statsInterval, 0...86_400)
+        try check("--metrics-port", metricsPort, 0...65535)
         do {
             _ = try SocketAddress(host: host, port: UInt16(port))
         } catch {

@@ -89,6 +89,43 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The kind of reason, without its details: what closes are counted by
+    /// (`LoopStatistics.Snapshot.closedByKind`).
+    public var kind: Kind {
+        switch self {
+        case .peerClosed: .peerClosed
+        case .reset: .reset
+        case .idleTimeout: .idleTimeout
+        case .local: .local
+        case .shutdown: .shutdown
+        case .error: .error
+        case .framing: .framing
+        case .protocolError: .protocolError
+        case .slowPeer: .slowPeer
+        }
+    }
+
+    /// The kinds of `CloseReason`; the raw value names one in metrics.
+    public enum Kind: String, CaseIterable, Sendable {
+        case peerClosed = "peer_closed", reset, idleTimeout = "idle_timeout", local, shutdown, error, framing
+        case protocolError = "protocol_error", slowPeer = "slow_peer"
+
+        /// Its index in `allCases`, without making that array.
+        var ordinal: Int {
+            switch self {
+            case .peerClosed: 0
+            case .reset: 1
+            case .idleTimeout: 2
+            case .local: 3
+            case .shutdown: 4
+            case .error: 5
+            case .framing: 6
+            case .protocolError: 7
+            case .slowPeer: 8
+            }
+        }
+    }
+
     /// The peer broke the protocol: counted in `LoopStatistics.Snapshot.protocolErrors`.
     public var isProtocolError: Bool {
         switch self {

@@ -374,6 +374,7 @@ extension EventLoop {
         let above = slot.pointee.flags.contains(.aboveHighWater)
         if above ? pending <= backpressure.lowWaterMark : pending > backpressure.highWaterMark {
             slot.pointee.flags.formSymmetricDifference(.aboveHighWater)
+            if !above { increment(stats.backpressurePauses) }
             if !slot.pointee.flags.contains(.noticeQueued) {
                 slot.pointee.flags.insert(.noticeQueued)
                 postpone(.writabilityNotice(slot.pointee.token))
@@ -543,7 +544,7 @@ extension EventLoop {
         slot.pointee.detachOutput()
         slot.pointee.input.release()
         Glibc.close(token.fd) // also removes it from the epoll set
-        increment(stats.closed)
+        stats.countClose(reason.kind, lifetimeTicks: Self.tick(now) &- slot.pointee.openedAt)
         if reason.isProtocolError { increment(stats.protocolErrors) }
         connectionClosed()
         let box = slot.pointee.handler.unsafelyUnwrapped

@@ -25,6 +25,8 @@ struct ConnectionSlot: ~Copyable {
     var input = ByteBuffer()
     /// When the peer last sent something, in loop ticks (`EventLoop.tick`).
     var lastActivity: UInt32 = 0
+    /// When the connection was registered, in loop ticks: for its lifetime.
+    var openedAt: UInt32 = 0
     /// What the fd is registered for right now (`Epoll.Events` bits).
     var interest: UInt8 = 0
     var phase = ConnectionPhase.open

@@ -346,6 +346,7 @@ public final class EventLoop: @unchecked Sendable {
         slot.pointee.flags = []
         slot.pointee.interest = reading ? ConnectionInterest.read : ConnectionInterest.write
         slot.pointee.lastActivity = Self.tick(now)
+        slot.pointee.openedAt = slot.pointee.lastActivity
         connectionCount += 1
         increment(stats.opened)
         return (Connection(loop: self, token: token), slot)

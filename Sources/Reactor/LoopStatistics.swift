@@ -13,16 +13,44 @@ public struct LoopStatistics: ~Copyable, Sendable {
     let protocolErrors = Atomic<UInt64>(0)
     let bytesReceived = Atomic<UInt64>(0)
     let bytesSent = Atomic<UInt64>(0)
+    let backpressurePauses = Atomic<UInt64>(0)
+    /// Closes by `CloseReason.Kind`, in the order of `allCases`.
+    let closedByKind: InlineArray<9, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
+    /// Connection lifetimes: see `Snapshot.lifetimes`.
+    let lifetimes: InlineArray<24, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
 
     /// A consistent-enough copy of the counters (each read is atomic).
     public var snapshot: Snapshot {
-        Snapshot(
+        var snapshot = Snapshot(
             opened: opened.load(ordering: .relaxed),
             closed: closed.load(ordering: .relaxed),
             refused: refused.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             bytesReceived: bytesReceived.load(ordering: .relaxed),
             bytesSent: bytesSent.load(ordering: .relaxed))
+        snapshot.backpressurePauses = backpressurePauses.load(ordering: .relaxed)
+        for index in snapshot.closedByKind.indices { snapshot.closedByKind[index] = closedByKind[index].load(ordering: .relaxed) }
+        for index in snapshot.lifetimes.indices { snapshot.lifetimes[index] = lifetimes[index].load(ordering: .relaxed) }
+        return snapshot
+    }
+
+    /// Counts a close after `ticks` loop ticks (2^20 ns) of life.
+    func countClose(_ kind: CloseReason.Kind, lifetimeTicks ticks: UInt32) {
+        increment(closed)
+        increment(closedByKind[kind.ordinal])
+        increment(lifetimes[Self.lifetimeBucket(ticks)])
+    }
+
+    /// Bucket i holds lifetimes under 2^i ticks (and at least 2^(i-1)); the last, any longer.
+    static func lifetimeBucket(_ ticks: UInt32) -> Int {
+        min(ticks == 0 ? 0 : UInt32.bitWidth - ticks.leadingZeroBitCount, lifetimeBucketCount - 1)
+    }
+
+    public static let lifetimeBucketCount = 24
+
+    /// The upper bound of lifetime bucket `index` (nil for the last, unbounded one).
+    public static func lifetimeBound(_ index: Int) -> Duration? {
+        index < lifetimeBucketCount - 1 ? .nanoseconds(Int64(1) << (20 + index)) : nil
     }
 
     /// The counters' values at one moment. `Server.statistics` adds up its loops'.
@@ -39,17 +67,29 @@ public struct LoopStatistics: ~Copyable, Sendable {
         public var bytesReceived: UInt64 = 0
         /// Bytes handed to the kernel for peers.
         public var bytesSent: UInt64 = 0
+        /// Times a connection's pending output went above the high-water mark (reading paused).
+        public var backpressurePauses: UInt64 = 0
+        /// Closes by kind, in the order of `CloseReason.Kind.allCases`.
+        public var closedByKind = [UInt64](repeating: 0, count: CloseReason.Kind.allCases.count)
+        /// Closed connections by how long they lived: entry i counts lifetimes
+        /// under `LoopStatistics.lifetimeBound(i)` (about 2^i ms) and not under
+        /// the bound before; the last entry, any longer.
+        public var lifetimes = [UInt64](repeating: 0, count: LoopStatistics.lifetimeBucketCount)
 
         /// Connections open when the snapshot was taken: `opened` less `closed`.
         public var open: UInt64 { opened &- closed }
 
         /// The two snapshots added up, field by field: totals over loops.
         public static func + (lhs: Snapshot, rhs: Snapshot) -> Snapshot {
-            Snapshot(
+            var sum = Snapshot(
                 opened: lhs.opened + rhs.opened, closed: lhs.closed + rhs.closed,
                 refused: lhs.refused + rhs.refused, protocolErrors: lhs.protocolErrors + rhs.protocolErrors,
                 bytesReceived: lhs.bytesReceived + rhs.bytesReceived,
                 bytesSent: lhs.bytesSent + rhs.bytesSent)
+            sum.backpressurePauses = lhs.backpressurePauses + rhs.backpressurePauses
+            sum.closedByKind = zip(lhs.closedByKind, rhs.closedByKind).map(+)
+            sum.lifetimes = zip(lhs.lifetimes, rhs.lifetimes).map(+)
+            return sum
         }
     }
 }
@@ -58,4 +98,9 @@ public struct LoopStatistics: ~Copyable, Sendable {
 @inline(__always)
 func increment(_ counter: borrowing Atomic<UInt64>, by amount: UInt64 = 1) {
     counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+}
+
+extension LoopStatistics.Snapshot {
+    /// Every counter at zero: where counting starts.
+    public static let zero = LoopStatistics.Snapshot()
 }

@@ -1,0 +1,35 @@
+import Metrics
+import Prometheus
+import Reactor
+
+/// swift-metrics bootstrapped with a swift-prometheus registry, a server's
+/// `ServerMetrics` and a `MetricsEndpoint` answering `GET /metrics` with
+/// the registry's text: what `--metrics-port` turns on.
+public final class PrometheusExport: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let metrics: ServerMetrics
+    public let endpoint: MetricsEndpoint
+
+    /// Bootstraps `MetricsSystem` (once per process) and binds the endpoint
+    /// on 127.0.0.1:`port`; `start()` serves it and starts the timer.
+    public init(server: Server, port: UInt16, prefix: String = "reactor",
+                errors: @escaping @Sendable (SystemError) -> Void = { _ in }) throws {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["\(prefix)_connection_lifetime_seconds"] = ServerMetrics.lifetimeBuckets
+        MetricsSystem.bootstrap(factory)
+        self.registry = registry
+        metrics = ServerMetrics(server: server, prefix: prefix)
+        endpoint = try MetricsEndpoint(port: port, errors: errors) { [metrics] in
+            metrics.update()
+            var text: [UInt8] = []
+            registry.emit(into: &text)
+            return String(decoding: text, as: UTF8.self)
+        }
+    }
+
+    public func start() throws {
+        try endpoint.start()
+        metrics.start()
+    }
+}
