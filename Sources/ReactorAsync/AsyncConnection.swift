@@ -40,11 +40,14 @@ public struct AsyncConnection: Sendable {
     /// closes. Reading pauses at the socket while the consumer lags by more
     /// than the server's `InboundLimits`.
     public struct Inbound: AsyncSequence, Sendable {
+        /// One read's bytes, or one frame.
         public typealias Element = [UInt8]
         let bridge: ConnectionBridge
 
+        /// Reads the connection's chunks in order; one iterator per connection.
         public struct AsyncIterator: AsyncIteratorProtocol {
             let bridge: ConnectionBridge
+            /// The next chunk or frame, waiting for one; nil once the input ended.
             public mutating func next() async throws -> [UInt8]? { try await bridge.next() }
 
             /// What `for try await` calls: runs on the caller's executor, no hop.
@@ -53,6 +56,7 @@ public struct AsyncConnection: Sendable {
             }
         }
 
+        /// The iterator over this connection's input.
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(bridge: bridge) }
     }
 
@@ -64,6 +68,7 @@ public struct AsyncConnection: Sendable {
         let connection: Connection
         let bridge: ConnectionBridge
 
+        /// Sends `bytes`, queueing what the socket does not take at once.
         public func write(_ bytes: [UInt8]) async throws {
             try await bridge.waitUntilWritable()
             connection.write(bytes)

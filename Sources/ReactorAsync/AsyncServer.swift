@@ -12,6 +12,7 @@ import Reactor
 /// }
 /// ```
 public final class AsyncServer: Sendable {
+    /// The server underneath: its loops, address, statistics and limits.
     public let server: Server
     private let queue = AcceptQueue()
 
@@ -34,15 +35,20 @@ public final class AsyncServer: Sendable {
     /// Accepted connections, in order, until `shutdown`. One task iterates it.
     public var connections: Connections { Connections(queue: queue) }
 
+    /// The sequence of accepted connections (see `connections`).
     public struct Connections: AsyncSequence, Sendable {
+        /// One accepted connection.
         public typealias Element = AsyncConnection
         let queue: AcceptQueue
 
+        /// Takes accepted connections in order.
         public struct AsyncIterator: AsyncIteratorProtocol {
             let queue: AcceptQueue
+            /// The next accepted connection; nil after `shutdown`, or when the task is cancelled.
             public mutating func next() async -> AsyncConnection? { await queue.next() }
         }
 
+        /// The iterator; one task iterates.
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
     }
 

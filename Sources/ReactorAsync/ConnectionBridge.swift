@@ -213,7 +213,9 @@ extension ConnectionBridge.State {
 
 /// What a write to, or a wait on, a closed connection throws.
 public struct ConnectionClosedError: Error, Sendable, CustomStringConvertible {
+    /// Why the connection closed.
     public let reason: CloseReason
+    /// `connection closed: ` and the reason.
     public var description: String { "connection closed: \(reason)" }
 }
 
@@ -224,6 +226,7 @@ public struct InboundLimits: Sendable {
     /// Queued bytes at or below which it resumes.
     public var lowWaterMark: Int
 
+    /// Limits with `lowWaterMark` below `highWaterMark`.
     public init(highWaterMark: Int = 256 * 1024, lowWaterMark: Int = 64 * 1024) {
         precondition(lowWaterMark >= 0 && lowWaterMark < highWaterMark)
         self.highWaterMark = highWaterMark
