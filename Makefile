@@ -28,8 +28,8 @@ test:
 # build folder of its own; any report fails the run. (Leak detection off:
 # loops are never freed, on purpose; see EventLoop.init.)
 test-sanitize:
-	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --no-parallel --sanitize=thread --scratch-path .build-tsan --filter "ReactorTests|RoomServerTests"
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --no-parallel --sanitize=address --scratch-path .build-asan --filter "ReactorTests|RoomServerTests"
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --no-parallel --sanitize=thread --scratch-path .build-tsan --filter "ReactorTests|RoomServerTests|ReactorAsyncTests"
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --no-parallel --sanitize=address --scratch-path .build-asan --filter "ReactorTests|RoomServerTests|ReactorAsyncTests"
 
 clean:
 	rm -rf .build .build-static .build-tsan .build-asan Benchmarks/.build

@@ -164,6 +164,12 @@ public final class EventLoop: @unchecked Sendable {
         connections.initializedSlots.forEachOpen { token, _ in close(token, reason: .shutdown) }
         for source in sources.values { source.close() }
         runDeferredWork()
+        // What other threads submitted meanwhile still runs here (a task
+        // resumed by the closes above, say), a bounded number of rounds.
+        for _ in 0..<16 where crossThread.withLock({ !$0.tasks.isEmpty }) {
+            runTasks()
+            runDeferredWork()
+        }
         cepoll_set_current_loop(nil)
         releaseResources()
     }
@@ -265,11 +271,17 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop's thread soon, after the tasks submitted
     /// before it. Any thread. Once the loop has finished running, does nothing.
     public func execute(_ task: @escaping @Sendable () -> Void) {
+        _ = submit(task)
+    }
+
+    /// `execute`, telling whether the task was taken (false once the loop has finished).
+    func submit(_ task: @escaping @Sendable () -> Void) -> Bool {
         crossThread.withLock { state in
-            guard state.runState != .finished else { return }
+            guard state.runState != .finished else { return false }
             state.tasks.append(Task(body: task))
             // One wake-up per batch of tasks: the loop drains the whole queue.
             if state.tasks.count == 1 { wake() }
+            return true
         }
     }
 

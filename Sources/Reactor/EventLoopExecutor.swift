@@ -6,7 +6,9 @@
 /// A job enqueued on the loop's own thread (a continuation resumed by a
 /// handler, say) runs after the current batch of events, before the loop
 /// waits again, with no lock and no wake-up; one from another thread goes
-/// through `execute`. Jobs enqueued once the loop has finished never run.
+/// through `execute`. Jobs enqueued once the loop has finished run on the
+/// global concurrent executor instead, so no task is stranded on a loop
+/// that is gone (its connections are closed by then).
 extension EventLoop: TaskExecutor, SerialExecutor {
     /// Runs a concurrency job on this loop's thread: after the current batch of
     /// events when called there, through `execute` from any other thread. The
@@ -16,8 +18,8 @@ extension EventLoop: TaskExecutor, SerialExecutor {
         if isCurrent {
             jobs.append(job)
             hasDeferredWork = true
-        } else {
-            execute { [self] in run(job) }
+        } else if !submit({ [self] in run(job) }) {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
 
