@@ -35,6 +35,7 @@ from procs import HOST, load_json, raise_fd_limit, require  # noqa: E402
 
 PERF_DIR = os.path.dirname(os.path.abspath(__file__))
 OURS = "reactor"
+ASYNC = "reactor-async"
 
 
 # --- one flood against one server ---------------------------------------------
@@ -336,6 +337,11 @@ def print_results(results, baseline, args):
     for peer in names[1:]:
         print()
         print(report.peer_comparison(rows, peer, OURS))
+    # The async path against its SwiftNIO counterpart (issue targets: >= 1.3x; >= 0.8x of ours).
+    for peer in ("nio-async-echo",):
+        if ASYNC in names and peer in names:
+            print()
+            print(report.peer_comparison(rows, peer, ASYNC))
     print()
     title = (f"echo servers, {results['date']} ({m['cpus']} cores shared by server and client, "
              f"loops {args.loops})")
