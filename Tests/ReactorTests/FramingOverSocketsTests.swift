@@ -1,5 +1,4 @@
 import Reactor
-import Synchronization
 import TestSupport
 import Testing
 
@@ -16,7 +15,8 @@ final class FramingProbe: Sendable {
         var frames = 0
     }
 
-    private let state = Mutex((next: 0, connections: [Seen]()))
+    // Locked, not Synchronization's Mutex: ThreadSanitizer sees pthread mutexes only.
+    private let state = Locked((next: 0, connections: [Seen]()))
     let closed = Recorded<(connection: Int, reason: CloseReason)>()
 
     func opened() -> Int {
