@@ -30,6 +30,7 @@ public final class PrometheusExport: Sendable {
 
     public func start() throws {
         try endpoint.start()
-        metrics.start()
+        // On the endpoint's loop: replaying lifetimes into the histogram is per close, not for the server's loops.
+        metrics.start(on: endpoint.server.loops[0])
     }
 }

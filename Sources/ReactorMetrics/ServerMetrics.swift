@@ -2,8 +2,9 @@ import CoreMetrics
 import Reactor
 
 /// A server's loop counters as swift-metrics: read from the loops' own
-/// counters on a timer (on loop 0, once per `interval`), never per event,
-/// so metrics cost the connections nothing.
+/// counters on a timer (once per `interval`, on a loop of the caller's
+/// choice: the metrics endpoint's, so the server's own loops do none of
+/// it), never per event, so metrics cost the connections nothing.
 ///
 /// Per loop (dimension `loop`): `<prefix>_connections_opened_total`,
 /// `<prefix>_connections_closed_total` (dimension `reason`, a
@@ -35,14 +36,13 @@ public final class ServerMetrics: Sendable {
         state.withLock { $0 = Array(repeating: .zero, count: server.loops.count) }
     }
 
-    /// Starts the timer on loop 0; it stops with the loop.
-    public func start() {
-        server.loops[0].schedule(after: interval) { [self] in tick() }
-    }
-
-    private func tick() {
-        update()
-        start()
+    /// Starts the timer on `loop` (by default the server's loop 0); it stops with the loop.
+    public func start(on loop: EventLoop? = nil) {
+        let loop = loop ?? server.loops[0]
+        loop.schedule(after: interval) { [self] in
+            update()
+            start(on: loop)
+        }
     }
 
     /// Brings every metric up to the loops' counters now. Any thread.

@@ -24,17 +24,10 @@ struct AsyncEchoTests {
     /// sends and FINs, the loop has read it all, and only then does the
     /// consumer take the connection; it reads every byte.
     @Test func noReadIsLostBeforeTheConsumerStarts() async throws {
-        var configuration = Server.Configuration()
-        configuration.port = 0
-        configuration.loops = 1
-        let server = try AsyncServer(configuration: configuration)
-        try server.start()
-        defer {
-            server.shutdown(gracePeriod: .seconds(2))
-            server.wait()
-        }
+        let server = try startedAsyncServer(loops: 1)
+        defer { server.stop() }
         let payload = patternBytes(count: 100_000, seed: 7)
-        let client = try BlockingClient(port: server.server.localAddress.port)
+        let client = try BlockingClient(port: server.port)
         try client.send(payload)
         client.shutdownWrite()
         var iterator = server.connections.makeAsyncIterator()
@@ -96,15 +89,8 @@ struct AsyncEchoTests {
 
     /// Cancelling the tasks that serve connections closes them.
     @Test func cancellingTheServingTaskClosesItsConnections() throws {
-        var configuration = Server.Configuration()
-        configuration.port = 0
-        configuration.loops = 2
-        let server = try AsyncServer(configuration: configuration)
-        try server.start()
-        defer {
-            server.shutdown(gracePeriod: .seconds(2))
-            server.wait()
-        }
+        let server = try startedAsyncServer(loops: 2)
+        defer { server.stop() }
         let serving = Task(executorPreference: server.server.loops[0]) { await server.serve(echo) }
         let clients = try (0..<4).map { _ in try BlockingClient(port: server.port) }
         for client in clients {

@@ -15,22 +15,35 @@ func withAsyncServer<Result>(
     serving body: @escaping @Sendable (AsyncConnection.Inbound, AsyncConnection.Outbound) async throws -> Void,
     _ test: (AsyncServer) throws -> Result
 ) throws -> Result {
+    let server = try startedAsyncServer(loops: loops, configure: configure, framer: framer, inbound: inbound)
+    Task(executorPreference: server.server.loops[0]) { await server.serve(failed: failed, body) }
+    defer { server.stop() }
+    return try test(server)
+}
+
+/// An `AsyncServer` on an ephemeral loopback port, started, with nothing
+/// serving its connections yet; `stop()` it when done.
+func startedAsyncServer(
+    loops: Int, configure: (inout Server.Configuration) -> Void = { _ in },
+    framer: (any Framer)? = nil, inbound: InboundLimits = InboundLimits()
+) throws -> AsyncServer {
     var configuration = Server.Configuration()
     configuration.port = 0
     configuration.loops = loops
     configure(&configuration)
     let server = try AsyncServer(configuration: configuration, framer: framer, inbound: inbound)
     try server.start()
-    Task(executorPreference: server.server.loops[0]) { await server.serve(failed: failed, body) }
-    defer {
-        server.shutdown(gracePeriod: .seconds(2))
-        server.wait()
-    }
-    return try test(server)
+    return server
 }
 
 extension AsyncServer {
     var port: UInt16 { server.localAddress.port }
+
+    /// Shuts down and waits for the loops.
+    func stop() {
+        shutdown(gracePeriod: .seconds(2))
+        wait()
+    }
 }
 
 /// The echo, as `echo-server --async` serves it.
