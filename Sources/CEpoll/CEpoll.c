@@ -11,6 +11,8 @@ int cepoll_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
 
-int cepoll_set_thread_name(pthread_t thread, const char *name) {
-    return pthread_setname_np(thread, name);
+// Names the calling thread: prctl, no fd. Naming another thread would open
+// /proc/self/task/TID/comm, an fd that a watcher of the process would see come and go.
+int cepoll_name_current_thread(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
 }

@@ -43,7 +43,7 @@ static inline void *cepoll_current_loop(void) { return cepoll_current_loop_stora
 static inline void cepoll_set_current_loop(void *loop) { cepoll_current_loop_storage = loop; }
 
 int cepoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
-int cepoll_set_thread_name(pthread_t thread, const char *name);
+int cepoll_name_current_thread(const char *name);
 int cepoll_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 #endif
