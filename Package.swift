@@ -111,12 +111,19 @@ let package = Package(
             dependencies: ["Reactor", "Rooms"],
             path: "Tests/TestSupport"
         ),
+        // zlib, for the HdrHistogram log files dummy-client writes and merges; no other target uses it.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .executableTarget(
             name: "DummyClient",
             dependencies: [
                 "Reactor",
                 "Rooms",
                 "CommandLineSupport",
+                "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -155,7 +162,11 @@ let package = Package(
             name: "DummyClientTests",
             // Runs the built dummy-client binary (`swift test` builds every product
             // first) against in-process servers, and unit-tests its pure parts.
-            dependencies: ["Reactor", "Rooms", "DummyClient", "TestSupport"]
+            dependencies: [
+                "Reactor", "Rooms", "DummyClient", "TestSupport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

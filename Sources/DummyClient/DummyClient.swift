@@ -13,9 +13,10 @@ struct DummyClient: ParsableCommand {
         discussion: """
             Every echoed byte is compared with what was sent (room: every delivery is checked against \
             the room protocol's guarantees). Exit status: 0 when everything verified, 1 on any \
-            mismatch, violation, short echo, reset or connect failure, 64 for bad flags.
+            mismatch, violation, short echo, reset or connect failure, 64 for bad flags (merge: 65 for a \
+            file it cannot read or decode).
             """,
-        subcommands: [Ping.self, Flood.self, Room.self],
+        subcommands: [Ping.self, Flood.self, Room.self, Merge.self],
         defaultSubcommand: Ping.self)
 }
 
@@ -107,6 +108,37 @@ struct LoadOptions: ParsableArguments {
     }
 }
 
+/// `--histogram-out`: shared by the modes that measure latency (ping, flood, room).
+struct HistogramOutputOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("""
+        Write the measured window's latency histogram (the one the percentiles come from) to FILE: \
+        an HdrHistogram interval log (compressed V2, base64), values in nanoseconds, for \
+        `dummy-client merge` and HdrHistogram's tools.
+        """, valueName: "FILE"))
+    var histogramOut: String?
+
+    /// Fails before the run, not after it, when the file cannot be created.
+    func validate() throws {
+        guard let histogramOut else { return }
+        let directory = histogramOut.contains("/") ? String(histogramOut[...histogramOut.lastIndex(of: "/")!]) : "."
+        guard !histogramOut.hasSuffix("/"), access(directory, W_OK) == 0 else {
+            throw ValidationError("--histogram-out \(histogramOut): needs a file name in a writable directory (\(directory): \(String(cString: strerror(errno))))")
+        }
+    }
+
+    /// Writes the window if asked; false, after saying why on stderr, if that failed.
+    func write(_ window: HistogramLog.Window) -> Bool {
+        guard let histogramOut else { return true }
+        do {
+            try HistogramLog.write(window, to: histogramOut)
+            return true
+        } catch {
+            Output.standardError("dummy-client: --histogram-out \(error)\n")
+            return false
+        }
+    }
+}
+
 func nanoseconds(_ seconds: Double) -> UInt64 { UInt64((seconds * 1e9).rounded()) }
 
 struct Ping: ParsableCommand {
@@ -121,6 +153,7 @@ struct Ping: ParsableCommand {
     var interval = 1.0
     @Flag(help: "Print only the summary, not a line per round.")
     var quiet = false
+    @OptionGroup var histogramOutput: HistogramOutputOptions
 
     func validate() throws {
         if let rounds { try check("--rounds", rounds, 1...1_000_000_000) }
@@ -135,7 +168,8 @@ struct Ping: ParsableCommand {
         let report = try Runner.run(configuration, progress: false)
         for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
         if report.connected > 0 { Output.standardOutput(report.pingSummary() + "\n") }
-        if !report.succeeded { throw ExitCode.failure }
+        let wroteHistogram = histogramOutput.write(report.latencyLog)
+        if !report.succeeded || !wroteHistogram { throw ExitCode.failure }
     }
 }
 
@@ -160,6 +194,7 @@ struct Flood: ParsableCommand {
     var rate: Double?
     @Option(help: "Stream mode: bytes in flight per connection (--size to 67108864; default 65536).")
     var window: Int?
+    @OptionGroup var histogramOutput: HistogramOutputOptions
 
     var effectiveMode: LoadMode { mode ?? (rate != nil ? .open : .closed) }
 
@@ -194,7 +229,8 @@ struct Flood: ParsableCommand {
         let report = try Runner.run(configuration, progress: !load.quiet)
         for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
         Output.standardOutput((load.json ? report.json() : report.summary()) + "\n")
-        if !report.succeeded { throw ExitCode.failure }
+        let wroteHistogram = histogramOutput.write(report.latencyLog)
+        if !report.succeeded || !wroteHistogram { throw ExitCode.failure }
     }
 }
 

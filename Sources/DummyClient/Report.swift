@@ -43,6 +43,20 @@ struct Report: Sendable {
             min = us(histogram.min)
             mean = histogram.mean / 1000
         }
+
+        /// The `latency_us` object of `--json` (runs and merge alike).
+        var json: String {
+            func us(_ value: Double) -> String { Format.fixed(value, 1) }
+            return """
+                {"p50":\(us(p50)),"p90":\(us(p90)),"p99":\(us(p99)),"p999":\(us(p999)),"max":\(us(max)),"mean":\(us(mean))}
+                """
+        }
+
+        /// The summaries' latency figures: "p50 84 us, p90 ..., max 512 us (mean 90.1 us)".
+        var summary: String {
+            func us(_ value: Double) -> String { value < 10 ? Format.fixed(value, 1) : Format.fixed(value, 0) }
+            return "p50 \(us(p50)) us, p90 \(us(p90)) us, p99 \(us(p99)) us, p99.9 \(us(p999)) us, max \(us(max)) us (mean \(Format.fixed(mean, 1)) us)"
+        }
     }
 
     var mode: LoadMode
@@ -63,6 +77,8 @@ struct Report: Sendable {
     var bytesSent: UInt64
     var bytesEchoed: UInt64
     var latency: Latency
+    /// What `--histogram-out` writes: the histogram `latency` comes from.
+    var latencyLog: HistogramLog.Window
     var connect: Latency
     /// Open loop: how late rounds went out after their intended send time.
     var sendLag: Latency
@@ -126,6 +142,9 @@ struct Report: Sendable {
         bytesSent = totals.bytesSent
         bytesEchoed = totals.bytesEchoed
         self.latency = Latency(latency)
+        latencyLog = HistogramLog.Window(
+            tag: configuration.ping == nil ? "flood" : "ping", startSinceEpoch: HistogramLog.epochSeconds(atMonotonic: min(windowStart, end)),
+            lengthSeconds: durationSeconds, histogram: latency)
         connect = Latency(connectTimes)
         sendLag = Latency(sendLags)
         connected = totals.connected
@@ -152,8 +171,7 @@ struct Report: Sendable {
             "duration_s":\(Format.fixed(durationSeconds, 3)),"rounds":\(rounds),"messages":\(messages),\
             "bytes_sent":\(bytesSent),"bytes_echoed":\(bytesEchoed),\
             "msgs_per_sec":\(Format.fixed(messagesPerSecond, 1)),"mib_per_sec":\(Format.fixed(mebibytesPerSecond, 2)),\
-            "latency_us":{"p50":\(us(latency.p50)),"p90":\(us(latency.p90)),"p99":\(us(latency.p99)),\
-            "p999":\(us(latency.p999)),"max":\(us(latency.max)),"mean":\(us(latency.mean))},\
+            "latency_us":\(latency.json),\
             "connect_us":{"p50":\(us(connect.p50)),"p99":\(us(connect.p99)),"max":\(us(connect.max))},\
             "errors":{"mismatches":\(mismatches),"short_echoes":\(shortEchoes),"resets":\(resets),\
             "connect_failures":\(connectFailures)},\
@@ -180,7 +198,7 @@ struct Report: Sendable {
             "  duration     \(Format.fixed(durationSeconds, 2)) s measured, after \(Format.fixed(warmupSeconds, 2)) s warm-up\(interrupted ? " (interrupted)" : "")",
             "  rounds       \(Format.grouped(rounds)) (\(Format.grouped(messages)) messages; \(Format.grouped(bytesSent)) B sent, \(Format.grouped(bytesEchoed)) B echoed)",
             "  throughput   \(Format.grouped(messagesPerSecond)) msgs/s, \(Format.fixed(mebibytesPerSecond, 2)) MiB/s echoed",
-            "  latency      p50 \(us(latency.p50)) us, p90 \(us(latency.p90)) us, p99 \(us(latency.p99)) us, p99.9 \(us(latency.p999)) us, max \(us(latency.max)) us (mean \(Format.fixed(latency.mean, 1)) us) \(unit)\(mode == .open ? ", from the intended send time" : "")",
+            "  latency      \(latency.summary) \(unit)\(mode == .open ? ", from the intended send time" : "")",
             mode == .open
                 ? "  send lag     p50 \(us(sendLag.p50)) us, p99 \(us(sendLag.p99)) us, max \(us(sendLag.max)) us after the intended send time (part of the latency above)"
                 : nil,

@@ -26,6 +26,7 @@ struct Room: ParsableCommand {
     @OptionGroup var load: LoadOptions
     @Option(help: "Open loop: chats per second per member (0.01-10000000); default: closed loop.")
     var rate: Double?
+    @OptionGroup var histogramOutput: HistogramOutputOptions
 
     static let maximumMembers = 100_000
 
@@ -66,6 +67,7 @@ struct Room: ParsableCommand {
         let report = RoomReport(configuration: configuration, workers: workers, times: times)
         for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
         Output.standardOutput((load.json ? report.json() : report.summary()) + "\n")
-        if !report.succeeded { throw ExitCode.failure }
+        let wroteHistogram = histogramOutput.write(report.latencyLog)
+        if !report.succeeded || !wroteHistogram { throw ExitCode.failure }
     }
 }

@@ -15,6 +15,8 @@ struct RoomReport: Sendable {
     var deliveries: UInt64
     var broadcasts: UInt64
     var latency: Report.Latency
+    /// What `--histogram-out` writes: the histogram `latency` comes from.
+    var latencyLog: HistogramLog.Window
     var connect: Report.Latency
     var sendLag: Report.Latency
     var totals: RoomTotals
@@ -46,6 +48,9 @@ struct RoomReport: Sendable {
         deliveries = totals.deliveries
         broadcasts = totals.broadcasts
         self.latency = Report.Latency(latency)
+        latencyLog = HistogramLog.Window(
+            tag: "room", startSinceEpoch: HistogramLog.epochSeconds(atMonotonic: min(times.windowStart, times.end)),
+            lengthSeconds: durationSeconds, histogram: latency)
         connect = Report.Latency(connectTimes)
         sendLag = Report.Latency(sendLags)
         self.totals = totals
@@ -70,8 +75,7 @@ struct RoomReport: Sendable {
             "deliveries_per_sec":\(Format.fixed(deliveriesPerSecond, 1)),"broadcasts":\(broadcasts),\
             "broadcasts_per_sec":\(Format.fixed(broadcastsPerSecond, 1)),\
             "connected":\(totals.connected),"entered":\(totals.entered),\
-            "latency_us":{"p50":\(us(latency.p50)),"p90":\(us(latency.p90)),"p99":\(us(latency.p99)),\
-            "p999":\(us(latency.p999)),"max":\(us(latency.max)),"mean":\(us(latency.mean))},\
+            "latency_us":\(latency.json),\
             "connect_us":{"p50":\(us(connect.p50)),"p99":\(us(connect.p99)),"max":\(us(connect.max))},\
             "errors":{"connect_failures":\(totals.connectFailures),"resets":\(totals.resets),\
             "disconnects":\(totals.disconnects),"not_entered":\(totals.notEntered),\(violations)},\
@@ -95,7 +99,7 @@ struct RoomReport: Sendable {
             "  duration     \(Format.fixed(durationSeconds, 2)) s measured, after \(Format.fixed(warmupSeconds, 2)) s warm-up from the last S_ENTER\(interrupted ? " (interrupted)" : "")",
             "  deliveries   \(Format.grouped(deliveries)) S_CHATs received by all members (\(Format.grouped(broadcasts)) broadcasts back at their senders)",
             "  throughput   \(Format.grouped(deliveriesPerSecond)) deliveries/s, \(Format.grouped(broadcastsPerSecond)) broadcasts/s",
-            "  latency      p50 \(us(latency.p50)) us, p90 \(us(latency.p90)) us, p99 \(us(latency.p99)) us, p99.9 \(us(latency.p999)) us, max \(us(latency.max)) us (mean \(Format.fixed(latency.mean, 1)) us) per delivery, from the \(openLoop ? "intended " : "")send time in the payload",
+            "  latency      \(latency.summary) per delivery, from the \(openLoop ? "intended " : "")send time in the payload",
             openLoop
                 ? "  send lag     p50 \(us(sendLag.p50)) us, p99 \(us(sendLag.p99)) us, max \(us(sendLag.max)) us after the intended send time (part of the latency above)"
                 : nil,
