@@ -17,7 +17,7 @@ import Glibc
 public func serve(
     _ name: String, options: ServerOptions,
     statistics: @escaping @Sendable () -> String = { "" },
-    makeServer: (_ logger: Logger, _ errors: @escaping @Sendable (SystemError) -> Void) throws -> Server
+    makeServer: (_ logger: Logger, _ errors: @escaping @Sendable (any Error) -> Void) throws -> Server
 ) throws {
     LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
     var logger = Logger(label: name)
@@ -62,6 +62,6 @@ public func serve(
     let totals = server.statistics
     logger.info("""
         stopped: \(totals.opened) accepted, \(totals.refused) refused, \(totals.bytesReceived) B in, \
-        \(totals.bytesSent) B out\(statistics())
+        \(totals.bytesSent) B out\(options.proxyProtocol ? ", \(totals.proxyHeadersRejected) PROXY headers refused" : "")\(statistics())
         """)
 }

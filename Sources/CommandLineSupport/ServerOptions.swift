@@ -24,6 +24,10 @@ public struct ServerOptions: ParsableArguments {
     public var statsInterval = 0.0
     @Option(help: "Answer GET /metrics (Prometheus text) on 127.0.0.1 at this port; 0 disables (0-65535).")
     public var metricsPort = 0
+    @Flag(help: "Behind a load balancer: every connection starts with a PROXY protocol header (v1 or v2); the client it names is the connection's peer.")
+    public var proxyProtocol = false
+    @Option(help: "With --proxy-protocol, close a connection whose header is not all there after this many seconds (0.001-3600).")
+    public var proxyHeaderTimeout = 2.0
     @Flag(help: "Log every connection's open and close.")
     public var verbose = false
 
@@ -39,6 +43,7 @@ public struct ServerOptions: ParsableArguments {
         try check("--shutdown-timeout", shutdownTimeout, 0...3_600)
         try check("--stats-interval", statsInterval, 0...86_400)
         try check("--metrics-port", metricsPort, 0...65535)
+        try check("--proxy-header-timeout", proxyHeaderTimeout, 0.001...3_600)
         do {
             _ = try SocketAddress(host: host, port: UInt16(port))
         } catch {
@@ -57,6 +62,11 @@ public struct ServerOptions: ParsableArguments {
         configuration.backpressure = backpressure
         configuration.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
         configuration.socketBufferSize = socketBuffer > 0 ? socketBuffer : nil
+        if proxyProtocol {
+            var proxy = Server.ProxyProtocol()
+            proxy.headerTimeout = .seconds(proxyHeaderTimeout)
+            configuration.proxyProtocol = proxy
+        }
         return configuration
     }
 }

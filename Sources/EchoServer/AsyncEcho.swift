@@ -6,7 +6,7 @@ import ReactorAsync
 /// connection's own loop; the accept loop is a task on loop 0.
 enum AsyncEcho {
     static func makeServer(
-        configuration: Server.Configuration, logger: Logger, errors: @escaping @Sendable (SystemError) -> Void
+        configuration: Server.Configuration, logger: Logger, errors: @escaping @Sendable (any Error) -> Void
     ) throws -> Server {
         let service = try AsyncServer(configuration: configuration, errors: errors)
         Task(executorPreference: service.server.loops[0]) {

@@ -201,14 +201,18 @@ public struct Connection: Hashable, Sendable {
         return slot.pointee.phase == .open && slot.pointee.interest & ConnectionInterest.read == 0
     }
 
-    /// The peer's address and port (`getpeername`); nil once closed. Loop thread.
+    /// The peer's address and port (`getpeername`); behind a proxy that sent
+    /// a PROXY header, the client's. Nil once closed. Loop thread.
     public var remoteAddress: SocketAddress? {
-        slot("remoteAddress") == nil ? nil : SocketAddress(of: fd, peer: true)
+        guard slot("remoteAddress") != nil else { return nil }
+        return withLoop { $0.proxiedAddresses[token]?.source } ?? SocketAddress(of: fd, peer: true)
     }
 
-    /// This end's address and port (`getsockname`); nil once closed. Loop thread.
+    /// This end's address and port (`getsockname`); behind a proxy that sent
+    /// a PROXY header, the one the client connected to. Nil once closed. Loop thread.
     public var localAddress: SocketAddress? {
-        slot("localAddress") == nil ? nil : SocketAddress(of: fd, peer: false)
+        guard slot("localAddress") != nil else { return nil }
+        return withLoop { $0.proxiedAddresses[token]?.destination } ?? SocketAddress(of: fd, peer: false)
     }
 
     /// The MSS agreed in the SYN options of the handshake.

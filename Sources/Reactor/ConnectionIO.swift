@@ -540,6 +540,7 @@ extension EventLoop {
         guard slot.pointee.phase != .closing else { return }
         let token = slot.pointee.token
         if slot.pointee.phase == .connecting { connectTargets[token] = nil }
+        if !proxiedAddresses.isEmpty { proxiedAddresses[token] = nil }
         slot.pointee.phase = .closing
         slot.pointee.detachOutput()
         slot.pointee.input.release()

@@ -6,15 +6,18 @@ extension EventLoop {
     /// Takes over an accepted non-blocking socket as a connection of this
     /// loop and tells its handler (`handler`, or else the loop's shared one)
     /// it is open. Loop thread. On failure the fd is closed and the handler
-    /// hears `connectionClosed` with the error.
+    /// hears `connectionClosed` with the error. A connection from a proxy
+    /// passes the `proxyHeader` read from it first: its addresses are then
+    /// the connection's `remoteAddress` and `localAddress`.
     @discardableResult
-    public func adopt(_ fd: Int32, handler: (any ConnectionHandler)? = nil) -> Connection? {
+    public func adopt(_ fd: Int32, handler: (any ConnectionHandler)? = nil, proxyHeader: ProxyHeader? = nil) -> Connection? {
         guard let box = handler.map(HandlerBox.init) ?? sharedHandlerBox else {
             preconditionFailure("adopt needs a handler or a loop with a shared one")
         }
         Socket.setNoDelay(fd)
         do {
             let (connection, slot) = try register(connectionFD: fd, handler: box, phase: .open)
+            if let addresses = proxyHeader?.addresses { proxiedAddresses[connection.token] = addresses }
             box.handler.connectionOpened(connection)
             return slot.pointee.token == connection.token ? connection : nil
         } catch {

@@ -70,6 +70,13 @@ struct Epoll: ~Copyable {
         }
     }
 
+    /// Stops watching `fd`, which stays open (to be registered again under another token).
+    func remove(_ fd: Int32) throws(SystemError) {
+        guard cepoll_ctl(self.fd, CEPOLL_CTL_DEL, fd, 0, 0) == 0 else {
+            throw SystemError("epoll_ctl(DEL)", "fd \(fd)")
+        }
+    }
+
     /// Waits up to `timeoutMilliseconds` (-1: forever) and returns how many
     /// events of `batch` are filled; 0 on timeout or when a signal interrupted.
     func wait(into batch: borrowing EventBatch, timeoutMilliseconds: Int32) throws(SystemError) -> Int {

@@ -47,6 +47,9 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var stopWhenEmpty = false
     /// Where each client connect under way is headed, for its error message.
     @exclusivity(unchecked) var connectTargets: [EventToken: SocketAddress] = [:]
+    /// The client and the address it connected to, from the PROXY header,
+    /// of connections adopted behind a proxy.
+    var proxiedAddresses: [EventToken: (source: SocketAddress, destination: SocketAddress)] = [:]
 
     /// What the loop does after the current batch of events, before it waits again.
     enum DeferredWork {
@@ -240,11 +243,13 @@ public final class EventLoop: @unchecked Sendable {
             // Under the lock: `execute` writes the eventfd under it too, so none writes a closed fd.
             Glibc.close(wakeFD)
         }
+        for source in sources.values { source.close() }
         epoll.close()
         connections.release()
         timers = TimerQueue()
         sources = [:]
         connectTargets = [:]
+        proxiedAddresses = [:]
         spareOutputQueues = []
         readBuffer.deallocate()
         gatherVectors.deallocate()
@@ -385,7 +390,7 @@ public final class EventLoop: @unchecked Sendable {
     /// read, flush and close. The loop stops when no connection is left.
     func closeGracefully() {
         stopWhenEmpty = true
-        for case let listener as Listener in sources.values { listener.close() }
+        for source in sources.values where source.closesOnShutdown { source.close() }
         connections.initializedSlots.forEachOpen { token, _ in finishGracefully(token) }
         if connectionCount == 0 { running = false }
     }

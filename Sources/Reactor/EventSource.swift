@@ -5,6 +5,9 @@ protocol EventSource: AnyObject {
     var fd: Int32 { get }
     /// The epoll token the loop gave this source.
     var token: EventToken { get set }
+    /// Whether a graceful shutdown closes it: a listener and a half-read
+    /// PROXY header do; a signal watcher keeps watching for a second signal.
+    var closesOnShutdown: Bool { get }
     func handleReadable()
     func close()
 }

@@ -31,6 +31,8 @@ final class Listener: EventSource {
         self.reportError = reportError
     }
 
+    var closesOnShutdown: Bool { true }
+
     func handleReadable() {
         for _ in 0..<acceptBatch {
             switch Socket.accept(from: fd) {

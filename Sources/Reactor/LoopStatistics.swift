@@ -14,6 +14,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
     let bytesReceived = Atomic<UInt64>(0)
     let bytesSent = Atomic<UInt64>(0)
     let backpressurePauses = Atomic<UInt64>(0)
+    let proxyHeadersRejected = Atomic<UInt64>(0)
     /// Closes by `CloseReason.Kind`, in the order of `allCases`.
     let closedByKind: InlineArray<9, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
     /// Connection lifetimes: see `Snapshot.lifetimes`.
@@ -29,6 +30,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
             bytesReceived: bytesReceived.load(ordering: .relaxed),
             bytesSent: bytesSent.load(ordering: .relaxed))
         snapshot.backpressurePauses = backpressurePauses.load(ordering: .relaxed)
+        snapshot.proxyHeadersRejected = proxyHeadersRejected.load(ordering: .relaxed)
         for index in snapshot.closedByKind.indices { snapshot.closedByKind[index] = closedByKind[index].load(ordering: .relaxed) }
         for index in snapshot.lifetimes.indices { snapshot.lifetimes[index] = lifetimes[index].load(ordering: .relaxed) }
         return snapshot
@@ -69,6 +71,9 @@ public struct LoopStatistics: ~Copyable, Sendable {
         public var bytesSent: UInt64 = 0
         /// Times a connection's pending output went above the high-water mark (reading paused).
         public var backpressurePauses: UInt64 = 0
+        /// Connections from a proxy closed before being opened because their
+        /// PROXY header was missing, malformed, oversized or too slow.
+        public var proxyHeadersRejected: UInt64 = 0
         /// Closes by kind, in the order of `CloseReason.Kind.allCases`.
         public var closedByKind = [UInt64](repeating: 0, count: CloseReason.Kind.allCases.count)
         /// Closed connections by how long they lived: entry i counts lifetimes
@@ -87,6 +92,7 @@ public struct LoopStatistics: ~Copyable, Sendable {
                 bytesReceived: lhs.bytesReceived + rhs.bytesReceived,
                 bytesSent: lhs.bytesSent + rhs.bytesSent)
             sum.backpressurePauses = lhs.backpressurePauses + rhs.backpressurePauses
+            sum.proxyHeadersRejected = lhs.proxyHeadersRejected + rhs.proxyHeadersRejected
             sum.closedByKind = zip(lhs.closedByKind, rhs.closedByKind).map(+)
             sum.lifetimes = zip(lhs.lifetimes, rhs.lifetimes).map(+)
             return sum

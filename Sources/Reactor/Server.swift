@@ -40,6 +40,20 @@ public final class Server: Sendable {
         /// SO_RCVBUF; the kernel doubles it for bookkeeping); nil: the
         /// kernel's autotuning, which on loopback grows to megabytes each.
         public var socketBufferSize: Int?
+        /// Behind a load balancer: every connection starts with a PROXY
+        /// protocol header (v1 or v2), read before the handler hears of it;
+        /// nil (the default): none is expected.
+        public var proxyProtocol: ProxyProtocol?
+
+        /// The defaults; set the fields to change them.
+        public init() {}
+    }
+
+    /// What `Configuration.proxyProtocol` asks of each accepted connection.
+    public struct ProxyProtocol: Sendable {
+        /// A connection whose header is not all there this long after the
+        /// accept is closed and counted, like a malformed one.
+        public var headerTimeout = Duration.seconds(2)
 
         /// The defaults; set the fields to change them.
         public init() {}
@@ -60,7 +74,7 @@ public final class Server: Sendable {
     private let makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?
     // Touched only on loop 0, by the listener's admit callback.
     private nonisolated(unsafe) var nextLoop = 0
-    private let errors: @Sendable (SystemError) -> Void
+    private let errors: @Sendable (any Error) -> Void
 
     /// Processors online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1: the default
     /// number of loops.
@@ -73,7 +87,7 @@ public final class Server: Sendable {
     /// survives (e.g. EMFILE).
     public convenience init(
         configuration: Configuration,
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        errors: @escaping @Sendable (any Error) -> Void = { _ in },
         makeHandler: @escaping @Sendable (EventLoop) -> any ConnectionHandler
     ) throws {
         try self.init(configuration: configuration, errors: errors, shared: { _ in nil }, makeHandler: makeHandler)
@@ -84,7 +98,7 @@ public final class Server: Sendable {
     /// loops call a shared handler without reference counting it.
     public convenience init(
         configuration: Configuration,
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        errors: @escaping @Sendable (any Error) -> Void = { _ in },
         handler: any ConnectionHandler & Sendable
     ) throws {
         try self.init(configuration: configuration, errors: errors, shared: { _ in handler }, makeHandler: nil)
@@ -97,7 +111,7 @@ public final class Server: Sendable {
     /// in a table per loop rather than in an object per connection.
     public convenience init(
         configuration: Configuration,
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        errors: @escaping @Sendable (any Error) -> Void = { _ in },
         loopHandlers: [any ConnectionHandler]
     ) throws {
         precondition(loopHandlers.count == configuration.loops, "one handler per loop")
@@ -106,7 +120,7 @@ public final class Server: Sendable {
 
     private init(
         configuration: Configuration,
-        errors: @escaping @Sendable (SystemError) -> Void,
+        errors: @escaping @Sendable (any Error) -> Void,
         shared: (Int) -> (any ConnectionHandler)?,
         makeHandler: (@Sendable (EventLoop) -> any ConnectionHandler)?
     ) throws {
@@ -198,9 +212,24 @@ public final class Server: Sendable {
     }
 
     private func adopt(_ fd: Int32, on loop: EventLoop) {
-        // A connection that fails to register is closed at once, and the
-        // closed hook gives its place back.
-        loop.adopt(fd, handler: makeHandler?(loop))
+        guard let proxyProtocol = configuration.proxyProtocol else {
+            // A connection that fails to register is closed at once, and the
+            // closed hook gives its place back.
+            loop.adopt(fd, handler: makeHandler?(loop))
+            return
+        }
+        ProxyHeaderReader(fd: fd, loop: loop, timeout: proxyProtocol.headerTimeout) { [self] outcome in
+            switch outcome {
+            case .header(let header):
+                loop.adopt(fd, handler: makeHandler?(loop), proxyHeader: header)
+            case .rejected(let reason, let peer):
+                openConnections.subtract(1, ordering: .relaxed)
+                increment(loop.stats.proxyHeadersRejected)
+                errors(ProxyHeaderRejection(peer: peer, reason: reason))
+            case .closed:
+                openConnections.subtract(1, ordering: .relaxed)
+            }
+        }
     }
 
     /// Totals over all loops. Any thread.

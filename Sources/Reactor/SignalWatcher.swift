@@ -21,6 +21,8 @@ final class SignalWatcher: EventSource {
         self.handler = handler
     }
 
+    var closesOnShutdown: Bool { false }
+
     func handleReadable() {
         var info = signalfd_siginfo()
         while read(fd, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {

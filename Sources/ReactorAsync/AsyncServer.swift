@@ -24,7 +24,7 @@ public final class AsyncServer: Sendable {
         configuration: Server.Configuration,
         framer: (any Framer)? = nil,
         inbound: InboundLimits = InboundLimits(),
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in }
+        errors: @escaping @Sendable (any Error) -> Void = { _ in }
     ) throws {
         let queue = self.queue
         server = try Server(configuration: configuration, errors: errors) { _ in

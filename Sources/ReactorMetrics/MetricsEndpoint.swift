@@ -13,7 +13,7 @@ public final class MetricsEndpoint: Sendable {
     /// Binds and listens on `host`:`port` (0: any free port); serving starts with `start()`.
     public init(
         host: String = "127.0.0.1", port: UInt16, requestTimeout: Duration = .seconds(5),
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        errors: @escaping @Sendable (any Error) -> Void = { _ in },
         render: @escaping @Sendable () -> String
     ) throws {
         var configuration = Server.Configuration()

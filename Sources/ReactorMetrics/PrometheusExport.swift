@@ -13,7 +13,7 @@ public final class PrometheusExport: Sendable {
     /// Bootstraps `MetricsSystem` (once per process) and binds the endpoint
     /// on 127.0.0.1:`port`; `start()` serves it and starts the timer.
     public init(server: Server, port: UInt16, prefix: String = "reactor",
-                errors: @escaping @Sendable (SystemError) -> Void = { _ in }) throws {
+                errors: @escaping @Sendable (any Error) -> Void = { _ in }) throws {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["\(prefix)_connection_lifetime_seconds"] = ServerMetrics.lifetimeBuckets

@@ -11,7 +11,7 @@ import Reactor
 /// `CloseReason.Kind`), `<prefix>_connections_refused_total`,
 /// `<prefix>_connections_open`, `<prefix>_bytes_received_total`,
 /// `<prefix>_bytes_sent_total`, `<prefix>_backpressure_pauses_total`,
-/// `<prefix>_protocol_errors_total`. Per server: `<prefix>_loops`, and the
+/// `<prefix>_protocol_errors_total`, `<prefix>_proxy_headers_rejected_total`. Per server: `<prefix>_loops`, and the
 /// timer `<prefix>_connection_lifetime_seconds` (each closed connection's
 /// lifetime, rounded up to a power of two of milliseconds, as the loops
 /// bucket it: use `lifetimeBuckets` as the histogram's buckets).
@@ -66,7 +66,7 @@ public final class ServerMetrics: Sendable {
 
 /// One loop's metrics, and how its counters advance them.
 struct LoopMetrics: Sendable {
-    let opened, refused, bytesReceived, bytesSent, pauses, protocolErrors: Counter
+    let opened, refused, bytesReceived, bytesSent, pauses, protocolErrors, proxyHeadersRejected: Counter
     let closed: [Counter]
     let open: Gauge
 
@@ -78,6 +78,7 @@ struct LoopMetrics: Sendable {
         bytesSent = Counter(label: "\(prefix)_bytes_sent_total", dimensions: loop)
         pauses = Counter(label: "\(prefix)_backpressure_pauses_total", dimensions: loop)
         protocolErrors = Counter(label: "\(prefix)_protocol_errors_total", dimensions: loop)
+        proxyHeadersRejected = Counter(label: "\(prefix)_proxy_headers_rejected_total", dimensions: loop)
         closed = CloseReason.Kind.allCases.map {
             Counter(label: "\(prefix)_connections_closed_total", dimensions: loop + [("reason", $0.rawValue)])
         }
@@ -94,6 +95,7 @@ struct LoopMetrics: Sendable {
         add(bytesSent, old.bytesSent, new.bytesSent)
         add(pauses, old.backpressurePauses, new.backpressurePauses)
         add(protocolErrors, old.protocolErrors, new.protocolErrors)
+        add(proxyHeadersRejected, old.proxyHeadersRejected, new.proxyHeadersRejected)
         for kind in closed.indices { add(closed[kind], old.closedByKind[kind], new.closedByKind[kind]) }
         open.record(Int64(new.open))
     }

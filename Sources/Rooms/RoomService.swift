@@ -12,7 +12,7 @@ public final class RoomService: Sendable {
     /// slow-member mark; `log` hears slow members and protocol errors.
     public init(
         configuration: Server.Configuration, maximumPacket: Int,
-        errors: @escaping @Sendable (SystemError) -> Void = { _ in },
+        errors: @escaping @Sendable (any Error) -> Void = { _ in },
         log: @escaping @Sendable (String) -> Void = { _ in }
     ) throws {
         precondition(maximumPacket >= RoomPacket.headerSize + 4 && maximumPacket <= RoomPacket.maximumSize)

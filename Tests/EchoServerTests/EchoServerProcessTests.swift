@@ -65,6 +65,25 @@ struct EchoServerProcessTests {
         #expect(server.waitForExit() == 0)
     }
 
+    /// Behind a proxy: `--verbose` names the client from the PROXY header, and a
+    /// connection without one is refused, logged and counted in the final line.
+    @Test func proxyProtocolNamesTheClientAndCountsRefusedHeaders() throws {
+        let (server, port) = try ServerProcess.echoServer(["--loops", "1", "--proxy-protocol", "--verbose"])
+        let proxied = try BlockingClient(port: port)
+        try proxied.send(Array("PROXY TCP6 2001:db8::1 ::1 40000 7777\r\nhello".utf8))
+        #expect(try proxied.receive(exactly: 5) == Array("hello".utf8))
+        let direct = try BlockingClient(port: port)
+        try direct.send(Array("hello\r\n".utf8))
+        _ = try? direct.receiveUntilEOF(limit: 0) // closed: FIN, or a reset over the unread bytes
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
+        let log = server.standardError()
+        #expect(log.contains("from [2001:db8::1]:40000"), "\(log)")
+        #expect(log.contains("PROXY header from 127.0.0.1:"), "\(log)")
+        #expect(log.contains("refused: not a PROXY protocol header"), "\(log)")
+        #expect(log.contains("1 PROXY headers refused"), "\(log)")
+    }
+
     /// Run out of fds (ulimit -n 64, 500 clients): the server neither dies nor
     /// spins, serves what it holds, and serves new clients once fds free up.
     @Test func survivesDescriptorExhaustion() throws {
