@@ -42,7 +42,7 @@ docs:
 	$(SWIFT) package --disable-sandbox generate-documentation --target Reactor --target ReactorAsync \
 		--warnings-as-errors --output-path .build/docs
 
-# --- Performance, end to end in separate processes (perf/perf.py; Python 3 stdlib) ---
+# --- Performance, end to end in separate processes (harness/, entry perf/perf.py; Python 3 stdlib) ---
 # make perf [PEERS=1] [LOOPS=2] [PERF_DURATION=10] [PERF_REPEAT=3] [VERSUS=old/echo-server]; make perf-baseline;
 # make perf-instr [PEERS=1]; make profile; make peers. See README "Performance".
 PYTHON            ?= python3
@@ -115,9 +115,10 @@ bench-baseline:
 bench-compare:
 	cd Benchmarks && $(SWIFT) package benchmark baseline compare $(BENCH_BASELINE) $(BENCH_ARGS)
 
-# --- Fault injection and soak (scripts/; Python 3 stdlib; 127.0.0.1 only) ---
-# make faults [FAULTS_ARGS="--quick --only storm,resets"]: every scenario once, each against
-# its own fresh release server; a table; exit 0 only if every row passes. Logs: .build/faults/.
+# --- Fault injection and soak (harness/, entries scripts/*.py; Python 3 stdlib; 127.0.0.1 only) ---
+# make faults [FAULTS_ARGS="--quick --only storm,resets"]: the faults only the full-size release
+# build shows (a 10,000-connect storm, 10,000 resets); every other fault is a Swift test (make test).
+# Each scenario against its own fresh server; a table; exit 0 only if every row passes. Logs: .build/faults/.
 # make soak [DURATION=600] [SOAK_ARGS=...]: mixed load for DURATION s, RSS and fds sampled
 # every second into .build/soak/; fails on RSS drift, fd leaks or a wrong echo.
 DURATION    ?= 600

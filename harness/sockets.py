@@ -1,31 +1,14 @@
-"""Shared by faults.py and soak.py: the server under test, background
-dummy-client floods, and raw-socket echo streams that verify every byte.
+"""Raw-socket clients that verify every byte: deterministic payloads, a
+non-blocking echo `Stream`, and drivers for many streams at once (faults, soak)."""
 
-Processes are started and stopped through perf/procs.py's Supervisor (by PID,
-never by name); what /proc says about them comes from there too.
-"""
-
-import os
-import re
-import resource
 import selectors
-import signal
 import socket
-import statistics
 import struct
-import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "perf"))
-import procs  # noqa: E402  (perf/procs.py)
-from client import parse_report  # noqa: E402  (perf/client.py)
-from procs import HOST, cpu_seconds, memory_kib, wait_until  # noqa: E402,F401
+from .procs import HOST
 
 KIB, MIB = 1024, 1024 * 1024
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-# Below the ephemeral range (32768-60999 here), so no client's source port takes it.
-FIRST_PORT = 21000
 
 
 # --- what the server is sent: deterministic payloads -------------------------
@@ -70,14 +53,14 @@ def matches(payload, offset, data):
 
 # --- raw sockets -------------------------------------------------------------------
 
-def connect(port, timeout=5.0, rcvbuf=None):
+def connect(port, timeout=5.0, rcvbuf=None, host=HOST):
     """A connected blocking socket (rcvbuf: SO_RCVBUF set before the handshake)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(timeout)
     try:
-        sock.connect((HOST, port))
+        sock.connect((host, port))
     except OSError:
         sock.close()
         raise
@@ -92,11 +75,6 @@ def reset(sock):
     except OSError:
         pass
     sock.close()
-
-
-def raise_fd_limit():
-    procs.raise_fd_limit()
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Stream:
@@ -246,183 +224,11 @@ def send_until_stalled(streams, stall=1.0, timeout=30.0):
     return sum(s.sent for s in streams)
 
 
-def echo_probe(port, size=64 * KIB, timeout=10.0):
+def echo_probe(port, size=64 * KIB, timeout=10.0, host=HOST):
     """One fresh connection: `size` bytes, half-close, whole echo then EOF. Returns the Stream."""
-    stream = Stream(connect(port), total=size)
+    stream = Stream(connect(port, host=host), total=size)
     try:
         drive([stream], timeout)
     finally:
         stream.close()
     return stream
-
-
-def tcp_sockets(port):
-    """Sockets on 127.0.0.1 with local port `port`, from /proc/net/tcp:
-    [(remote_port, state, tx_queue, rx_queue)]. States: 01 ESTABLISHED, 08 CLOSE_WAIT, ..."""
-    found = []
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
-            if int(local.split(":")[1], 16) != port:
-                continue
-            tx, rx = (int(q, 16) for q in queues.split(":"))
-            found.append((int(remote.split(":")[1], 16), state, tx, rx))
-    return found
-
-
-# --- the server under test -------------------------------------------------------
-
-class Supervisor(procs.Supervisor):
-    """procs.Supervisor, plus resource limits for the child (RLIMIT_NOFILE)."""
-
-    def start(self, name, argv, stdout=None, nofile=None):
-        if nofile is None:
-            return super().start(name, argv, stdout)
-        def limit():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or log,
-                                   stderr=log, preexec_fn=limit)
-        process.name, process.log_path = name, log.name
-        log.close()
-        self.running.append(process)
-        return process
-
-
-class EchoServer:
-    """One echo-server process on a free loopback port."""
-
-    _next_port = FIRST_PORT
-
-    def __init__(self, supervisor, path, name, flags=(), nofile=None):
-        self.supervisor = supervisor
-        self.port = procs.free_port(EchoServer._next_port)
-        EchoServer._next_port = self.port + 1  # a fresh port per server: no TIME_WAIT leftovers
-        self.log_path = os.path.join(supervisor.log_dir, f"{name}.log")
-        if os.path.exists(self.log_path):
-            os.remove(self.log_path)
-        argv = [path, "--host", HOST, "--port", str(self.port), *map(str, flags)]
-        self.process = supervisor.start(name, argv, nofile=nofile)
-        self.pid = self.process.pid
-        if not wait_until(lambda: "listening on" in self.log() or self.process.poll() is not None, 15):
-            raise RuntimeError(f"{name}: no 'listening on' line within 15 s")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{name} exited {self.process.returncode}: {self.log()[-500:]}")
-        self.baseline_fds = self.fds()
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as log:
-                return log.read()
-        except OSError:
-            return ""
-
-    @property
-    def alive(self):
-        return self.process.poll() is None
-
-    def fds(self):
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def rss_kib(self):
-        return memory_kib(self.pid)
-
-    def reset_peak(self):
-        procs.reset_peak_rss(self.pid)
-
-    def peak_kib(self):
-        return memory_kib(self.pid, "VmHWM")
-
-    def cpu(self):
-        return sum(cpu_seconds(self.pid))
-
-    def cpu_share(self, seconds=2.0):
-        """Share of one core the server used over the next `seconds`."""
-        before, start = self.cpu(), time.monotonic()
-        time.sleep(seconds)  # a measurement window, not synchronisation
-        return (self.cpu() - before) / (time.monotonic() - start)
-
-    def settle_fds(self, target, timeout=10.0):
-        """Polls until the fd count is back to `target`; returns count - target."""
-        wait_until(lambda: self.fds() <= target, timeout, 0.05)
-        return self.fds() - target
-
-    def signal(self, signum):
-        os.kill(self.pid, signum)
-
-    def wait_exit(self, timeout):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout=15.0):
-        """SIGTERM, wait; returns (exit status, totals from the 'stopped:' line or None)."""
-        status = self.supervisor.stop(self.process, timeout)
-        return status, self.totals()
-
-    def totals(self):
-        """{'accepted', 'refused', 'in', 'out'} from the final 'stopped:' line."""
-        match = re.search(r"stopped: (\d+) accepted, (\d+) refused, (\d+) B in, (\d+) B out", self.log())
-        if not match:
-            return None
-        return dict(zip(("accepted", "refused", "in", "out"), map(int, match.groups())))
-
-
-class Flood:
-    """dummy-client flood in the background: verified echo load until `finish`."""
-
-    def __init__(self, supervisor, client, port, connections, flags=(), duration=3600, name="flood"):
-        argv = [client, "flood", "--host", HOST, "--port", str(port),
-                "--connections", str(connections), "--duration", str(duration), "--warmup", "0",
-                "--threads", "1", *map(str, flags), "--json", "--quiet"]
-        self.supervisor = supervisor
-        self.process = supervisor.start(name, argv, stdout=subprocess.PIPE)
-        self.report = None
-        self.status = None
-
-    def finish(self, timeout=20.0):
-        """Ends the flood (SIGINT, as Ctrl-C: it still prints its summary); returns the JSON."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            output, _ = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate(timeout=5)
-        self.supervisor.forget(self.process)
-        self.status = self.process.returncode
-        self.report = parse_report(output.decode(errors="replace")) if output else None
-        return self.report
-
-    def wait(self, timeout):
-        """Waits for a flood with a --duration to end by itself."""
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        return self.finish()
-
-    def errors(self):
-        return (self.report or {}).get("errors", {})
-
-    def verdict(self, allowed=()):
-        """(ok, text): exit 0 and no errors except those in `allowed`, and rounds done."""
-        if not self.report:
-            return False, f"flood: no JSON (exit {self.status}); see {self.process.log_path}"
-        errors = {k: v for k, v in self.errors().items() if v and k not in allowed}
-        rounds = self.report.get("rounds", 0)
-        if errors:
-            return False, f"flood errors {errors}"
-        if not allowed and self.status != 0:
-            return False, f"flood exit {self.status}"
-        if rounds <= 0:
-            return False, "flood completed no round"
-        return True, f"flood {self.report['connections']} conns {rounds:,} rounds verified"
-
-
-def median(values):
-    """statistics.median, but NaN (not an error) for no values."""
-    return statistics.median(values) if values else float("nan")

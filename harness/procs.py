@@ -1,8 +1,9 @@
-"""Processes the harness starts, and what /proc says about them.
+"""The one process supervisor, and what /proc says about the processes it started.
 
-Every process is started through a `Supervisor`, which stops whatever is still
-running when it is left (normally, on an exception or on Ctrl-C): SIGTERM to
-that PID, a bounded wait, then SIGKILL. Nothing is ever killed by name.
+Every process any harness tool starts goes through `Supervisor.start`, which logs
+its stderr to a file and remembers its PID. Leaving the supervisor (normally, on
+an exception, on Ctrl-C or SIGTERM) stops whatever is still running: SIGTERM to
+that PID, a bounded wait, then SIGKILL. Nothing is ever signalled by name.
 """
 
 import json
@@ -15,6 +16,8 @@ import sys
 import time
 
 HOST = "127.0.0.1"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, ".build", "release")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,6 +51,10 @@ def reset_peak_rss(pid):
         return False
 
 
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def socket_count(pid):
     """How many sockets a process has open."""
     count = 0
@@ -59,6 +66,22 @@ def socket_count(pid):
         except OSError:
             pass  # closed while we looked
     return count
+
+
+def tcp_sockets(port):
+    """IPv4 sockets with local port `port`, from /proc/net/tcp:
+    [(remote_port, state, tx_queue, rx_queue)]. States: 01 ESTABLISHED, 08 CLOSE_WAIT, ..."""
+    found = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.split(":")[1], 16) != port:
+                continue
+            tx, rx = (int(q, 16) for q in queues.split(":"))
+            found.append((int(fields[2].split(":")[1], 16), state, tx, rx))
+    return found
 
 
 def wait_until(condition, timeout, interval=0.02):
@@ -74,26 +97,39 @@ def wait_until(condition, timeout, interval=0.02):
 
 # --- ports ------------------------------------------------------------------
 
-def port_is_free(port):
+def port_is_free(port, host=HOST):
     with socket.socket() as probe:
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
             return True
         except OSError:
             return False
 
 
-def free_port(start, taken=()):
-    """The first port from `start` on that nothing listens on (100 tries)."""
+def free_port(start, host=HOST):
+    """The first port from `start` on that nothing is bound to (100 tries)."""
     for port in range(start, min(start + 100, 65536)):
-        if port not in taken and port_is_free(port):
+        if port_is_free(port, host):
             return port
-    raise RuntimeError(f"no free port in {start}..{start + 99}")
+    raise RuntimeError(f"no free port on {host} in {start}..{start + 99}")
 
 
-def accepts_connections(port):
+class Ports:
+    """Fresh ports, each above the last one handed out: no TIME_WAIT leftovers
+    of an earlier server on the same port."""
+
+    def __init__(self, first):
+        self.next = first
+
+    def take(self, host=HOST):
+        port = free_port(self.next, host)
+        self.next = port + 1
+        return port
+
+
+def accepts_connections(port, host=HOST):
     try:
-        socket.create_connection((HOST, port), timeout=0.5).close()
+        socket.create_connection((host, port), timeout=0.5).close()
         return True
     except OSError:
         return False
@@ -121,9 +157,10 @@ def stop_on_signals():
 
 
 class Supervisor:
-    """Starts processes, logs their output to files, and stops them by PID."""
+    """Starts processes, logs their stderr to LOG_DIR/NAME.log, stops them by PID."""
 
     def __init__(self, log_dir):
+        os.makedirs(log_dir, exist_ok=True)
         self.log_dir = log_dir
         self.running = []
 
@@ -134,41 +171,58 @@ class Supervisor:
         for process in reversed(self.running[:]):
             self.stop(process)
 
-    def start(self, name, argv, stdout=None):
-        """Start `argv`; stdout goes to `stdout` (e.g. PIPE) or to NAME.log."""
-        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
+    def start(self, name, argv, stdout=None, nofile=None):
+        """Start `argv`; stdout goes to `stdout` (e.g. PIPE) or to the log too.
+        `nofile`: the child's RLIMIT_NOFILE. The log starts empty."""
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "wb")
+
+        def limits():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                   stdout=stdout if stdout is not None else log, stderr=log)
+                                   stdout=stdout if stdout is not None else log, stderr=log,
+                                   preexec_fn=limits if nofile else None)
         process.name, process.log_path = name, log.name
         log.close()  # the child holds its own copy
         self.running.append(process)
         return process
 
-    def stop(self, process, timeout=10.0):
-        """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit status."""
+    def stop(self, process, timeout=10.0, signum=signal.SIGTERM):
+        """`signum` (SIGTERM), wait up to `timeout` s, then SIGKILL. Returns the exit status."""
         if process.poll() is None:
             try:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-        if process in self.running:
-            self.running.remove(process)
+        self.forget(process)
+        return process.returncode
+
+    def kill(self, process):
+        """SIGKILL, by PID, and reap it. Returns the exit status (-9)."""
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        self.forget(process)
         return process.returncode
 
     def forget(self, process):
-        """A process that has exited by itself."""
+        """A process that has exited (or been waited for) by other means."""
         if process in self.running:
             self.running.remove(process)
 
 
-def log_tail(process, lines=15):
+def log_text(process):
     try:
         with open(process.log_path, errors="replace") as log:
-            return "".join(log.readlines()[-lines:])
+            return log.read()
     except OSError:
         return ""
+
+
+def log_tail(process, lines=15):
+    return "".join(log_text(process).splitlines(keepends=True)[-lines:])
 
 
 # --- odds and ends ---------------------------------------------------------------
@@ -182,11 +236,13 @@ def load_json(path):
 
 
 def raise_fd_limit():
+    """This process's soft fd limit up to the hard one; returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def require(path, what):
     if not os.access(path, os.X_OK):
-        sys.exit(f"perf: {what} not found at {path} (build it: swift build -c release)")
+        sys.exit(f"{what} not found at {path} (build it: make release)")

@@ -20,6 +20,7 @@ make profile: `perf record -e cpu-clock -g` (no hardware counters on these
 machines) of the release server under the course pattern at c=100.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -30,13 +31,12 @@ import sys
 import tempfile
 import time
 
-import procs
-import servers
-from client import COURSE, Load, flood_argv, parse_report
-from procs import load_json, raise_fd_limit, require
-
-OURS = "reactor"
-PERF_DIR = os.path.dirname(os.path.abspath(__file__))
+from . import procs, servers
+from .client import COURSE, Load, flood_argv, parse_report, room_argv, run_to_report
+from .procs import load_json, raise_fd_limit, require
+from .perf import OURS, PERF_DIR
+from .rooms import OURS as ROOMS_OURS
+from .rooms import room_servers
 
 
 def demangle(text):
@@ -54,14 +54,9 @@ def _need(tool, package):
 
 def _report(supervisor, argv, duration, name):
     """Run one dummy-client `argv` for about `duration` and return its JSON report."""
-    client = supervisor.start(name, argv, stdout=subprocess.PIPE)
-    try:
-        output, _ = client.communicate(timeout=duration + 120)
-    finally:
-        supervisor.stop(client)
-    result = parse_report(output.decode(errors="replace"))
+    result, status, tail = run_to_report(supervisor, name, argv, duration + 120)
     if result is None:
-        raise RuntimeError(f"{os.path.basename(argv[0])} {argv[1]} exited {client.returncode} without JSON: {procs.log_tail(client, 3)}")
+        raise RuntimeError(f"{os.path.basename(argv[0])} {argv[1]} exited {status} without JSON: {tail}")
     return result
 
 
@@ -144,8 +139,7 @@ def _parse_dump(dump):
 
 def _room(supervisor, args, port, duration, name):
     """One busy room (1 x 100, 32 B chats) for `duration`, as a flood-shaped result: a delivery is a message."""
-    import rooms
-    result = _report(supervisor, rooms.room_argv(args.client, port, 1, 100, duration, 0, 1), duration, name)
+    result = _report(supervisor, room_argv(args.client, port, 1, 100, duration, 0, 1), duration, name)
     return {"messages": result["deliveries"], "msgs_per_sec": result["deliveries_per_sec"], "errors": result["errors"]}
 
 
@@ -157,7 +151,7 @@ def callgrind_one(supervisor, server, args, port, work, load=_flood):
     subprocess.run(["strip", "-g", binary], check=True)
     out_file = os.path.join(work, f"callgrind.{server.name}.out")
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}")
-    stripped = servers.Server(server.name, binary, server.args, server.port_flag, server.single_loop)
+    stripped = dataclasses.replace(server, binary=binary)
     running = servers.start(supervisor, stripped, port, args.loops, ready_timeout=120, wrapper=wrapper)
     pid = running.pid
     try:
@@ -222,7 +216,7 @@ def callgrind(args):
     under_test = [servers.ours(args.server), servers.own_handler(args.server), servers.async_echo(args.server),
                   *servers.versus(args.versus)]
     if args.peers:
-        under_test += servers.available_peers(args.loops)
+        under_test += servers.built_only(servers.peers(), args.loops)
     print(f"perf-instr: callgrind, course pattern, {args.connections} connections"
           f"{', each round one send' if '--coalesce' in args.client_flags else ', ten sends per round'}, "
           f"{args.duration:g} s measured after a {args.warmup:g} s warm-up flood", flush=True)
@@ -272,16 +266,15 @@ def callgrind(args):
 
 def callgrind_rooms(args):
     """perf.py instr-rooms: instructions per delivery, room-server against roomref, one busy room."""
-    import rooms
     _need("valgrind", "valgrind")
     _need("callgrind_control", "valgrind")
     require(args.room_server, "room-server")
     require(args.client, "dummy-client")
     raise_fd_limit()
-    under_test = [s for s in rooms.room_servers(args) if s.name != "nio-room"]  # ~100x slower under valgrind
+    under_test = [s for s in room_servers(args) if s.name != "nio-room"]  # ~100x slower under valgrind
     print(f"perf-instr rooms: callgrind, one room of 100 members, 32 B chats, {args.duration:g} s measured "
           f"after a {args.warmup:g} s warm-up", flush=True)
-    results = _callgrind_all(under_test, args, _room, rooms.OURS)
+    results = _callgrind_all(under_test, args, _room, ROOMS_OURS)
     if isinstance(results, int):
         return results
     print()
@@ -342,7 +335,7 @@ def profile(args):
     if record.returncode != 0 or not os.path.exists(data):
         print(f"profile: perf record failed: {record.stderr.strip()[-400:]}", file=sys.stderr)
         return 1
-    result = parse_report(output.decode(errors="replace")) or {}
+    result = parse_report(output) or {}
     print(f"load: {result.get('msgs_per_sec', 0):,.0f} msgs/s during the recording")
     def report_lines(*options):
         out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", *options],

@@ -1,4 +1,4 @@
-"""Tables, ratios (to the baseline, to the peers) and the chart."""
+"""Tables (every tool's), ratios (to the baseline, to the peers) and make perf's chart."""
 
 import os
 import shutil
@@ -37,14 +37,15 @@ def _cell(row, field, fmt):
     return fmt.format(value)
 
 
-def _render(header, lines):
-    """Left-align the first two columns, right-align the rest."""
+def render(header, lines, left=2, separator="  "):
+    """A plain-text table: the first `left` columns left-aligned, the rest right-aligned."""
     widths = [max(len(str(cells[i])) for cells in [header, *lines]) for i in range(len(header))]
     out = []
     for cells in [header, *lines]:
-        parts = [str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        out.append("  ".join(parts).rstrip())
-    out.insert(1, "  ".join("-" * w for w in widths))
+        parts = [str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        out.append(separator.join(parts).rstrip())
+    rule = separator.replace(" ", "-").replace("|", "+") if "|" in separator else separator
+    out.insert(1, rule.join("-" * w for w in widths))
     return "\n".join(out)
 
 
@@ -52,7 +53,7 @@ def results_table(rows, columns=COLUMNS):
     header = ["server", "load", *(title for title, *_ in columns)]
     lines = [[row["server"], row["load"], *(_cell(row, field, fmt) for _, field, fmt, _ in columns)]
              for row in rows]
-    return _render(header, lines)
+    return render(header, lines)
 
 
 def _ratio(ours, theirs, direction, threshold=None):
@@ -79,7 +80,7 @@ def ratio_table(rows, others, pick, titles, threshold=None, columns=COLUMNS):
             continue
         lines.append([row["server"], row["load"],
                       *(_ratio(row.get(f), other.get(f), d, threshold) for _, f, _, d in chosen)])
-    return _render(header, lines) if lines else ""
+    return render(header, lines) if lines else ""
 
 
 def baseline_comparison(rows, baseline, ours, threshold=0.15):

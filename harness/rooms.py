@@ -6,18 +6,17 @@ against a fresh server, one loop each: deliveries/s, fan-out latency, server
 CPU per delivery, peak RSS, and the ratios of ours to the peers in the same run.
 """
 
-import os
 import sys
 import tempfile
 
-import procs
-import report
-import servers
-from procs import HOST, raise_fd_limit, require
+from . import procs, report, servers
+from .client import ROOM_PAYLOAD as PAYLOAD
+from .client import room_argv
+from .measure import cpu_figures, measure_client
+from .procs import raise_fd_limit, require
 
 OURS = "room-server"
 LOADS = (("small rooms 100x10", 100, 10), ("one busy room 1x100", 1, 100), ("one large room 1x1000", 1, 1000))
-PAYLOAD = 32
 COLUMNS = (
     ("deliveries/s", "deliveries_per_sec", "{:,.0f}", 1),
     ("p50 us", "p50_us", "lat", -1),
@@ -31,26 +30,13 @@ COLUMNS = (
 
 def room_servers(args):
     """Ours, and with --peers the built room peers (a note for each that is not)."""
-    found = [servers.Server(OURS, args.room_server, ("--host", HOST, "--loops", "1", "--idle-timeout", "0"),
-                            port_flag="--port")]
+    found = [servers.ours(args.room_server, name=OURS)]
     if args.peers:
-        for peer in (servers.Server("roomref", os.path.join(servers.PEERS_BUILD, "roomref")),
-                     servers.Server("nio-room", servers.NIO_ROOM_BINARY, ("1",))):
-            if peer.built:
-                found.append(peer)
-            else:
-                print(f"note: peer {peer.name} is not built ({os.path.relpath(peer.binary, servers.ROOT)}): "
-                      f"skipped; `make peers` builds it")
+        found += servers.built_only(servers.room_peers())
     return found
 
 
-def room_argv(client, port, rooms, members, duration, warmup, threads):
-    return [client, "room", "--host", HOST, "--port", str(port), "--rooms", str(rooms), "--members", str(members),
-            "--size", str(PAYLOAD), "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
-            "--threads", str(threads), "--json", "--quiet"]
-
-
-def measure(supervisor, server, load, args, measure_client, cpu_figures):
+def measure(supervisor, server, load, args):
     name, rooms, members = load
     argv = room_argv(args.client, server.port, rooms, members, args.duration, args.warmup, args.threads)
     result, status, tail, cpu = measure_client(supervisor, server, "room", argv, args.warmup, args.duration)
@@ -66,7 +52,7 @@ def measure(supervisor, server, load, args, measure_client, cpu_figures):
     return row
 
 
-def run(args, measure_client, cpu_figures):
+def run(args):
     require(args.room_server, "room-server")
     require(args.client, "dummy-client")
     raise_fd_limit()
@@ -75,15 +61,15 @@ def run(args, measure_client, cpu_figures):
           f"({args.warmup:g} s warm-up + {args.duration:g} s measured), {PAYLOAD} B chats", flush=True)
     rows = []
     log_dir = tempfile.mkdtemp(prefix="reactor-perf-rooms-")
+    ports = procs.Ports(args.port)
     with procs.Supervisor(log_dir) as supervisor:
         for load in LOADS:
             for server in under_test:  # a fresh server per load: no load's state carries over
-                port = procs.free_port(args.port)
-                running = servers.start(supervisor, server, port, 1)
+                running = servers.start(supervisor, server, ports.take(), 1)
                 try:
-                    rows.append(measure(supervisor, running, load, args, measure_client, cpu_figures))
+                    rows.append(measure(supervisor, running, load, args))
                 finally:
-                    supervisor.stop(running.process)
+                    running.stop()
     print()
     print(report.results_table(rows, COLUMNS))
     titles = [title for title, *_ in COLUMNS if title not in ("srv CPU%", "errors")]
