@@ -97,6 +97,9 @@ enum HistogramEncoding {
         guard let countBytes = inflater.read(countsByteLength) else {
             throw HistogramDecodingError("truncated or corrupt zlib data: the header names \(countsByteLength) bytes of counts")
         }
+        guard inflater.endsHere() else {
+            throw HistogramDecodingError("corrupt zlib data: no stream end with a matching checksum after the counts")
+        }
 
         var histogram = LatencyHistogram(lowestDiscernibleValue: lowest, highestTrackableValue: highest,
                                          numberOfSignificantValueDigits: significantDigits)
@@ -118,6 +121,9 @@ enum HistogramEncoding {
                 throw HistogramDecodingError("a count at bucket \(index) does not fit in the histogram")
             }
             index += 1
+        }
+        guard layout.valueTotal(of: histogram) != nil else {
+            throw HistogramDecodingError("counts whose sum, or sum of values, overflows 64 bits: not real samples")
         }
         return histogram
     }

@@ -1,3 +1,5 @@
+import Histogram
+
 /// Where an HdrHistogram keeps the count of a value: the counts-array index
 /// math every HdrHistogram implementation shares, for the layout an encoded
 /// histogram's header names. Mirrors hdrhistogram-swift's (internal) layout,
@@ -32,6 +34,32 @@ struct HistogramLayout: Equatable {
             buckets += 1
         }
         countsLength = (buckets + 1) << subBucketHalfCountMagnitude
+    }
+
+    init?(_ histogram: LatencyHistogram) {
+        self.init(lowestDiscernibleValue: histogram.lowestDiscernibleValue, highestTrackableValue: histogram.highestTrackableValue,
+                  significantDigits: Int(histogram.numberOfSignificantValueDigits.rawValue))
+    }
+
+    /// The sum of every count times its bucket's highest value, which
+    /// hdrhistogram-swift's iterators (behind `mean`, `allValues()`, ...) add
+    /// up in 64 bits, trapping on overflow; nil where they would trap.
+    /// Real latencies never come near (2^64 ns is 584 years); a crafted file can.
+    func valueTotal(of histogram: LatencyHistogram) -> UInt64? {
+        var total: UInt64 = 0
+        var count: UInt64 = 0
+        // Values grow with the index, and every count lies at or below the max recorded.
+        for index in 0..<countsLength {
+            let value = value(atIndex: index)
+            guard value <= histogram.maxRecorded else { break }
+            let bucketCount = histogram.countForValue(value)
+            let (product, productOverflowed) = bucketCount.multipliedReportingOverflow(by: histogram.highestEquivalentForValue(value))
+            let (sum, sumOverflowed) = total.addingReportingOverflow(product)
+            let (counted, countOverflowed) = count.addingReportingOverflow(bucketCount)
+            if productOverflowed || sumOverflowed || countOverflowed { return nil }
+            (total, count) = (sum, counted)
+        }
+        return total
     }
 
     /// The lowest value counted at `index`.

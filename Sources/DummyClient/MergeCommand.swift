@@ -63,6 +63,9 @@ struct Merge: ParsableCommand {
                         """)
                 }
                 combined?.add(histogram)
+                if let sum = combined, HistogramLayout(sum)?.valueTotal(of: sum) == nil {
+                    throw HistogramLogError(file: file, line: entry.line, reason: "the counts added so far overflow 64 bits: not real samples")
+                }
             }
         }
         // read() returns at least one entry per file, and ArgumentParser at least one file.

@@ -50,5 +50,19 @@ enum Zlib {
             guard status == Z_OK || status == Z_STREAM_END, missing == 0 else { return nil }
             return output
         }
+
+        /// Whether the stream ends here, its checksum verified: reads stop at
+        /// the lengths a header names, and only the end proves the bytes intact.
+        func endsHere() -> Bool {
+            var spare: UInt8 = 0
+            let (status, produced) = withUnsafeMutablePointer(to: &spare) { pointer in
+                stream.next_out = pointer
+                stream.avail_out = 1
+                let status = inflate(&stream, Z_FINISH)
+                stream.next_out = nil
+                return (status, stream.avail_out == 0)
+            }
+            return status == Z_STREAM_END && !produced
+        }
     }
 }
