@@ -133,3 +133,30 @@ faults: release
 soak: release
 	$(PYTHON) scripts/soak.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
 		--duration $(DURATION) $(SOAK_ARGS)
+
+# --- HdrHistogram interop (Python's hdrhistogram, pip install --user'd if it can be; not in make test) ---
+# make hdr-interop [HDR_SCRATCH=.build]: hdrh reads a dummy-client --histogram-out log and writes one
+# dummy-client merge reads; counts and percentiles must agree. "skipped" (exit 0) if hdrh cannot be installed.
+HDR_SCRATCH ?= .build
+
+.PHONY: hdr-interop
+
+hdr-interop:
+	$(SWIFT) build --scratch-path $(HDR_SCRATCH)
+	$(PYTHON) scripts/hdr_interop.py --bin $(HDR_SCRATCH)/debug
+
+# --- Fuzzing (libFuzzer; Fuzz/ is a package of its own, built with --sanitize=fuzzer) ---
+# make fuzz [FUZZ_SECONDS=600]: the PROXY header parser for FUZZ_SECONDS, from the corpus kept
+# in Fuzz/Corpus/ProxyHeader; inputs that reach new code are merged back there (commit them).
+# A crash stops it, with the input in .build-fuzz/crash-*; `make test` replays the corpus.
+FUZZ_SECONDS ?= 600
+FUZZER       := .build-fuzz/release/ProxyHeaderFuzzer
+
+.PHONY: fuzz
+
+fuzz:
+	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --scratch-path ../.build-fuzz
+	mkdir -p .build-fuzz/corpus
+	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4200 -print_final_stats=1 \
+		-artifact_prefix=.build-fuzz/ .build-fuzz/corpus Fuzz/Corpus/ProxyHeader
+	$(FUZZER) -merge=1 Fuzz/Corpus/ProxyHeader .build-fuzz/corpus

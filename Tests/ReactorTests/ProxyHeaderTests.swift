@@ -1,3 +1,4 @@
+import Foundation
 import PropertyBased
 import Reactor
 import Testing
@@ -50,11 +51,23 @@ struct ProxyHeaderTests {
         }
     }
 
-    @Test func arbitraryBytesNeverClaimMoreThanTheyHold() async {
+    @Test func arbitraryBytesKeepEveryInvariant() async {
         let starts: [[UInt8]] = [[], Array("PROXY ".utf8), Array(ProxyHeaderSample.signature)]
         await propertyCheck(input: Gen.int(in: 0...2), Gen.uint8().array(of: 0...300)) { start, noise in
             let bytes = starts[start] + noise
-            if case .complete(_, let length) = parse(bytes) { #expect(length <= bytes.count) }
+            #expect(bytes.withUnsafeBytes { proxyHeaderProblem($0) } == nil, "\(bytes)")
+        }
+    }
+
+    /// The inputs libFuzzer kept (`make fuzz` grows Fuzz/Corpus/ProxyHeader) replayed.
+    @Test func fuzzingCorpusKeepsEveryInvariant() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fuzz/Corpus/ProxyHeader").standardized
+        let files = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
+        #expect(files.count >= 6, "the seeds, at least")
+        for file in files {
+            let bytes = try [UInt8](Data(contentsOf: corpus.appendingPathComponent(file)))
+            #expect(bytes.withUnsafeBytes { proxyHeaderProblem($0) } == nil, "\(file)")
         }
     }
 }

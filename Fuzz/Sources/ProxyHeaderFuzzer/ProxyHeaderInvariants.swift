@@ -1,0 +1,1 @@
+../../../Tests/ReactorTests/ProxyHeaderInvariants.swift
