@@ -144,3 +144,19 @@ HDR_SCRATCH ?= .build
 hdr-interop:
 	$(SWIFT) build --scratch-path $(HDR_SCRATCH)
 	$(PYTHON) scripts/hdr_interop.py --bin $(HDR_SCRATCH)/debug
+
+# --- Fuzzing (libFuzzer; Fuzz/ is a package of its own, built with --sanitize=fuzzer) ---
+# make fuzz [FUZZ_SECONDS=600]: the PROXY header parser for FUZZ_SECONDS, from the corpus kept
+# in Fuzz/Corpus/ProxyHeader; inputs that reach new code are merged back there (commit them).
+# A crash stops it, with the input in .build-fuzz/crash-*; `make test` replays the corpus.
+FUZZ_SECONDS ?= 600
+FUZZER       := .build-fuzz/release/ProxyHeaderFuzzer
+
+.PHONY: fuzz
+
+fuzz:
+	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --scratch-path ../.build-fuzz
+	mkdir -p .build-fuzz/corpus
+	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4200 -print_final_stats=1 \
+		-artifact_prefix=.build-fuzz/ .build-fuzz/corpus Fuzz/Corpus/ProxyHeader
+	$(FUZZER) -merge=1 Fuzz/Corpus/ProxyHeader .build-fuzz/corpus
