@@ -134,6 +134,18 @@ soak: release
 	$(PYTHON) scripts/soak.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client \
 		--duration $(DURATION) $(SOAK_ARGS)
 
+# --- Past one machine, simulated on loopback (harness/scale_demo.py; README "Past one machine") ---
+# make scale-demo [SCALE_ARGS=--quick]: HAProxy (apt-get installs it when missing) in mode tcp,
+# leastconn, send-proxy-v2, checks every 200 ms, in front of 3 echo-servers --proxy-protocol as
+# hosts 127.0.0.2-4; 2 dummy-clients, their histograms merged; direct vs 1 vs 3 servers, the PROXY
+# header on vs off, one server SIGKILLed mid-run. One table; ~2 min (--quick ~30 s). Logs: .build/scale-demo/.
+SCALE_ARGS ?=
+
+.PHONY: scale-demo
+
+scale-demo: release
+	$(PYTHON) scripts/scale_demo.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client $(SCALE_ARGS)
+
 # --- HdrHistogram interop (Python's hdrhistogram, pip install --user'd if it can be; not in make test) ---
 # make hdr-interop [HDR_SCRATCH=.build]: hdrh reads a dummy-client --histogram-out log and writes one
 # dummy-client merge reads; counts and percentiles must agree. "skipped" (exit 0) if hdrh cannot be installed.
