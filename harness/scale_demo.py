@@ -388,7 +388,6 @@ def main(argv=None):
                 try:
                     row = run_phase(phase, args, caps, supervisor, ports, work, binary)
                 except RuntimeError as error:
-                    row = None
                     print(f"scale-demo: {phase.name}: FAILED: {error}", file=sys.stderr)
                     rows.append({"phase": phase.name, "failures": [str(error)], "error": True})
                     continue
