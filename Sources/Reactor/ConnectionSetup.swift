@@ -31,13 +31,17 @@ extension EventLoop {
     /// Opens a client connection to `address` without blocking: the handler
     /// hears `connectionOpened` once the handshake completes, or
     /// `connectionClosed` with the `connect` error (e.g. `connect
-    /// 127.0.0.1:7777: Connection refused`). Loop thread.
+    /// 127.0.0.1:7777: Connection refused`). Loop thread. With `source`, the
+    /// socket is bound to that local address first (port 0: the kernel picks
+    /// one), so the peer sees it as the client: one of several loopback
+    /// "hosts" such as 127.0.0.2 and 127.0.0.3, or one of several interfaces.
+    /// A failed bind is reported as a failed connect is.
     @discardableResult
-    public func connect(to address: SocketAddress, handler: any ConnectionHandler) -> Connection? {
+    public func connect(to address: SocketAddress, from source: SocketAddress? = nil, handler: any ConnectionHandler) -> Connection? {
         let fd: Int32
         let inProgress: Bool
         do {
-            (fd, inProgress) = try Socket.connect(to: address)
+            (fd, inProgress) = try Socket.connect(to: address, from: source)
         } catch {
             handler.connectionClosed(Connection(loop: self, token: .free), reason: .error(error))
             return nil

@@ -43,11 +43,24 @@ enum Socket {
         return fd
     }
 
-    /// Starts a non-blocking connect. Returns the fd, and whether the
-    /// connection is still under way (EINPROGRESS: completion shows as writable).
-    static func connect(to address: SocketAddress) throws(SystemError) -> (fd: Int32, inProgress: Bool) {
+    /// Starts a non-blocking connect, from `source` when given (bound first,
+    /// its port 0 meaning any). Returns the fd, and whether the connection is
+    /// still under way (EINPROGRESS: completion shows as writable).
+    static func connect(to address: SocketAddress, from source: SocketAddress? = nil) throws(SystemError) -> (fd: Int32, inProgress: Bool) {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | CSOCK_NONBLOCK | CSOCK_CLOEXEC, 0)
         guard fd >= 0 else { throw SystemError("socket", address.description) }
+        if let source {
+            do throws(SystemError) {
+                // The port is then picked at connect, per destination, as without a bind;
+                // bind would take it from one range for every destination, which
+                // connections in TIME_WAIT soon exhaust when clients reconnect often.
+                try setOption(fd, Int32(IPPROTO_IP), IP_BIND_ADDRESS_NO_PORT, 1, "setsockopt(IP_BIND_ADDRESS_NO_PORT)")
+                guard source.withSockAddr({ bind(fd, $0, $1) }) == 0 else { throw SystemError("bind", source.description) }
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
         if address.withSockAddr({ Glibc.connect(fd, $0, $1) }) == 0 { return (fd, false) }
         let code = errno
         if code == EINPROGRESS || code == EINTR { return (fd, true) }
