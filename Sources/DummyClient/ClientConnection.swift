@@ -10,6 +10,11 @@ import Reactor
 /// unit is done when its last byte has come back; its latency is then
 /// recorded. Finishing, it sends nothing more, waits for what is still in
 /// flight, and closes. Nothing here allocates per round.
+///
+/// With `--rounds-per-connection` or `--reconnect`, a connection that ends
+/// before the run does (by plan, by the server's close between rounds, or, with
+/// `--reconnect`, by a failure) goes back to idle and the worker opens a fresh
+/// one in its place: same id, stream offsets from 0 again.
 final class ClientConnection: ConnectionHandler {
     enum State: UInt8 { case idle, connecting, open, finishing, closed }
 
@@ -35,13 +40,25 @@ final class ClientConnection: ConnectionHandler {
     private let unitBytes: UInt64
     private let writeSize: Int
     private let size: Int
+    private let source: SocketAddress?
+    /// `--rounds-per-connection` (`UInt64.max`: unlimited): units sent before this connection retires.
+    private let unitLimit: UInt64
+    private let replacesConnections: Bool
+    private let reconnects: Bool
 
     // @exclusivity(unchecked) on the state every round touches: only the
     // loop's thread uses it, never in overlapping accesses (see LoopWorker).
     @exclusivity(unchecked) private(set) var state = State.idle
     @exclusivity(unchecked) private var connection: Connection?
     private var connectStartedAt: UInt64 = 0
-    private var openedOnce = false
+    /// The current connection opened (a connect that never did is a connect failure).
+    private var opened = false
+    /// The current connection sent its last planned unit and closes when that is echoed.
+    private var retiring = false
+    /// The next connection replaces one that failed or that the server closed.
+    private var reconnecting = false
+    /// Replaced connections in a row that completed no unit: the backoff grows with them.
+    private var fruitlessInARow = 0
 
     /// Stream offsets: bytes handed to `write`, and bytes echoed (and verified).
     @exclusivity(unchecked) private(set) var sentBytes: UInt64 = 0
@@ -76,6 +93,10 @@ final class ClientConnection: ConnectionHandler {
         writeSize = configuration.writeSize
         size = configuration.size
         window = UInt64(configuration.window)
+        source = configuration.sourceAddress
+        unitLimit = configuration.roundsPerConnection.map { UInt64($0) } ?? .max
+        replacesConnections = configuration.replacesConnections
+        reconnects = configuration.reconnect
     }
 
     deinit { sendTimes?.deallocate() }
@@ -85,13 +106,17 @@ final class ClientConnection: ConnectionHandler {
 
     // MARK: Connecting
 
+    /// Opens a connection (the first, or one in place of the last), starting its stream over.
     func connect(to address: SocketAddress) {
         guard state == .idle else { return }
         state = .connecting
+        (sentBytes, echoedBytes, unitsSent, unitsEchoed, unitsIntended) = (0, 0, 0, 0, 0)
+        lastBadUnit = .max
+        (opened, retiring) = (false, false)
         connectStartedAt = monotonicNanoseconds()
-        let opened = worker.loop.connect(to: address, handler: self)
+        let connection = worker.loop.connect(to: address, from: source, handler: self)
         // connect may already have opened (or failed and closed) the connection.
-        if state == .connecting { connection = opened }
+        if state == .connecting { self.connection = connection }
     }
 
     /// The client's loops never stop reading: stopping while its own writes
@@ -101,16 +126,22 @@ final class ClientConnection: ConnectionHandler {
     func connectionOpened(_ connection: Connection) {
         let now = monotonicNanoseconds()
         self.connection = connection
-        openedOnce = true
+        opened = true
         worker.connected(after: now - connectStartedAt)
+        if reconnecting {
+            reconnecting = false
+            worker.reconnected()
+        }
         if state == .finishing { return connection.close() } // the run ended while it was connecting
         state = .open
         switch mode {
         case .closed: sendRound(at: now)
         case .open: break // the pacer calls `roundDue` at each intended send time
         case .stream:
-            sendTimesCapacity = Int(window / UInt64(size)) + 1
-            sendTimes = .allocate(capacity: sendTimesCapacity)
+            if sendTimes == nil {
+                sendTimesCapacity = Int(window / UInt64(size)) + 1
+                sendTimes = .allocate(capacity: sendTimesCapacity)
+            }
             fillWindow(at: now)
         }
     }
@@ -125,8 +156,11 @@ final class ClientConnection: ConnectionHandler {
     }
 
     /// Writes one unit: `burst` writes of one message, or one write with `--coalesce`.
+    /// The unit counts as sent first: a write that fails closes the connection
+    /// at once, which then counts it among those cut.
     @inline(__always)
     private func writeUnit(_ connection: Connection, at now: UInt64) {
+        unitsSent &+= 1
         var remaining = Int(unitBytes)
         while remaining > 0 {
             let count = min(remaining, writeSize)
@@ -134,9 +168,19 @@ final class ClientConnection: ConnectionHandler {
             sentBytes &+= UInt64(count)
             remaining -= count
         }
-        unitsSent &+= 1
         let count = Int(unitBytes)
         onWorker { $0.sent(count, at: now) }
+        if unitsSent == unitLimit { retire() }
+    }
+
+    /// `--rounds-per-connection`: the last unit is out. Like finishing, the
+    /// connection sends nothing more and closes (a FIN, nothing left unread)
+    /// once that unit's echo is verified; then a fresh one replaces it.
+    @inline(never)
+    private func retire() {
+        guard state == .open else { return } // a write that failed has closed it already
+        state = .finishing
+        retiring = true
     }
 
     /// Open loop: the pacer says a round of this connection was due at `intendedAt`.
@@ -154,7 +198,7 @@ final class ClientConnection: ConnectionHandler {
     private func sendDueRounds(at now: UInt64) {
         guard state == .open, let connection else { return }
         let limit = maxPendingOutput
-        while unitsSent < unitsIntended, connection.pendingOutputBytes <= limit, !connection.isClosed {
+        while unitsSent < unitsIntended, state == .open, connection.pendingOutputBytes <= limit, !connection.isClosed {
             let intendedAt = firstIntendedAt &+ unitsSent &* roundPeriod
             let lag = now >= intendedAt ? now - intendedAt : 0
             onWorker { $0.sendLag(lag, at: now) }
@@ -167,27 +211,28 @@ final class ClientConnection: ConnectionHandler {
     private func fillWindow(at now: UInt64) {
         guard state == .open, let connection, let sendTimes else { return }
         let chunk = UInt64(size)
-        let room = (window - outstandingBytes) / chunk
+        let room = min((window - outstandingBytes) / chunk, unitLimit &- unitsSent)
         guard room > 0 else { return }
         let chunks = coalesce ? room : 1
         var remaining = coalesce ? Int(room * chunk) : Int(chunk)
         var written = 0
         while true {
+            for _ in 0..<chunks { // counted first, as in writeUnit
+                sendTimes[Int(unitsSent % UInt64(sendTimesCapacity))] = now
+                unitsSent &+= 1
+            }
             while remaining > 0 {
                 let count = min(remaining, Pattern.slack)
                 connection.write(pattern.bytes(phase: phase, offset: sentBytes, count: count))
                 sentBytes &+= UInt64(count)
                 remaining -= count
             }
-            for _ in 0..<chunks {
-                sendTimes[Int(unitsSent % UInt64(sendTimesCapacity))] = now
-                unitsSent &+= 1
-            }
             written += Int(chunks * chunk)
-            if connection.isClosed || (window - outstandingBytes) < chunk { break }
+            if connection.isClosed || (window - outstandingBytes) < chunk || unitsSent == unitLimit { break }
             remaining = Int(chunk) // one message per write: next chunk
         }
         onWorker { $0.sent(written, at: now) }
+        if unitsSent == unitLimit { retire() }
     }
 
     func connectionDrained(_ connection: Connection) {
@@ -297,29 +342,68 @@ final class ClientConnection: ConnectionHandler {
         }
     }
 
+    /// How a connection ended, which decides what replaces it.
+    private enum Ending {
+        /// The run is over for it (or it failed without `--reconnect`): nothing replaces it.
+        case finished
+        /// `--rounds-per-connection`: replaced at once.
+        case planned
+        /// The server's FIN with no unit partly echoed, or a failure with
+        /// `--reconnect`: replaced after a backoff.
+        case unplanned
+    }
+
     func connectionClosed(_ connection: Connection, reason: CloseReason) {
         let previous = state
         state = .closed
         self.connection = nil // sendTimes stays until deinit: a write that failed may be unwinding through fillWindow
-        defer { worker.clientEnded() }
-        if previous == .connecting || (previous == .finishing && !openedOnce) {
+        let ending = countEnding(reason, previous: previous)
+        guard ending != .finished, !worker.isFinishing else { return worker.clientEnded() }
+        state = .idle
+        if ending == .planned { return worker.reopen(clientID: id, after: .zero) }
+        // Bounded (10, 20, 40, then 50 ms) so that a server that is gone is not hammered.
+        fruitlessInARow = unitsEchoed > 0 ? 0 : fruitlessInARow + 1
+        reconnecting = true
+        worker.reopen(clientID: id, after: .milliseconds(min(50, 10 << min(fruitlessInARow, 3))))
+    }
+
+    /// Counts how the connection ended, by kind, and says what replaces it.
+    private func countEnding(_ reason: CloseReason, previous: State) -> Ending {
+        let failed: Ending = reconnects ? .unplanned : .finished
+        if previous == .connecting || (previous == .finishing && !opened) {
             let message = previous == .finishing
                 ? "connect \(worker.configuration.address): not established before the end of the run"
                 : "\(reason)"
             worker.connectFailed(message)
-            return
+            return failed
         }
         worker.disconnected()
+        /// Closed in order, once every echo was back: the plan's end or the run's.
+        func orderly() -> Ending {
+            guard retiring else { return .finished }
+            worker.closedByPlan()
+            return .planned
+        }
         switch reason {
         case .local:
-            break
+            return orderly()
         case .shutdown:
             if outstandingBytes > 0 { worker.unfinished() }
+            return .finished
         case .reset:
+            worker.cut(unitsSent &- unitsEchoed)
             worker.countReset("connection \(id): reset by peer with \(outstandingBytes) B of echo outstanding")
+            return failed
         case .peerClosed, .idleTimeout, .error, .framing, .protocolError, .slowPeer:
-            if previous == .finishing, outstandingBytes == 0 { break }
+            if previous == .finishing, outstandingBytes == 0 { return orderly() }
+            worker.cut(unitsSent &- unitsEchoed)
+            if reason == .peerClosed, replacesConnections, echoedBytes == unitsEchoed &* unitBytes {
+                // Between rounds, as a draining server closes: what it left unanswered is only cut.
+                worker.closedByServer()
+                return .unplanned
+            }
             worker.countShortEcho("connection \(id): \(reason) with \(outstandingBytes) B of echo outstanding")
+            return failed
         }
     }
 }

@@ -26,10 +26,17 @@ struct AddressOptions: ParsableArguments {
     var host = "127.0.0.1"
     @Option(help: "Server port (1-65535).")
     var port = 7777
+    @Option(help: ArgumentHelp("""
+        Bind every connection to this local IPv4/IPv6 address before connecting, so that the \
+        server sees it as the client (e.g. 127.0.0.2, 127.0.0.3, ... as separate client hosts on \
+        loopback; default: the kernel's choice).
+        """, valueName: "ADDR"))
+    var sourceAddress: String?
 
     func validate() throws {
         try check("--port", port, 1...65535)
         _ = try address()
+        _ = try source()
     }
 
     func address() throws -> SocketAddress {
@@ -38,6 +45,28 @@ struct AddressOptions: ParsableArguments {
         } catch {
             throw ValidationError("--host: \(error)")
         }
+    }
+
+    /// `--source-address`, checked: a numeric address of the server's family that this host has.
+    func source() throws -> SocketAddress? {
+        guard let sourceAddress else { return nil }
+        let flag = "--source-address \(sourceAddress)"
+        let source: SocketAddress
+        do {
+            source = try SocketAddress(host: sourceAddress, port: 0)
+        } catch {
+            throw ValidationError("\(flag): \(error)")
+        }
+        switch (source, try address()) {
+        case (.v4, .v6), (.v6, .v4):
+            throw ValidationError("\(flag): not of the server's family (--host \(host)): IPv4 connects from IPv4, IPv6 from IPv6")
+        default:
+            break
+        }
+        if let reason = SourceAddress.bindError(source) {
+            throw ValidationError("\(flag): not an address of this host (bind: \(reason))")
+        }
+        return source
     }
 }
 
@@ -60,6 +89,7 @@ struct TrafficOptions: ParsableArguments {
     }
 
     func address() throws -> SocketAddress { try server.address() }
+    func source() throws -> SocketAddress? { try server.source() }
 }
 
 /// How long a load runs, on how many loops, and how it reports: shared by flood and room.
@@ -163,7 +193,7 @@ struct Ping: ParsableCommand {
     func run() throws {
         let configuration = RunConfiguration(
             mode: .closed, address: try traffic.address(), connections: 1, threads: 1,
-            size: traffic.size, burst: traffic.burst, coalesce: traffic.coalesce,
+            size: traffic.size, burst: traffic.burst, coalesce: traffic.coalesce, sourceAddress: try traffic.source(),
             ping: .init(rounds: rounds, interval: nanoseconds(interval), printRounds: !quiet))
         let report = try Runner.run(configuration, progress: false)
         for line in report.problems { Output.standardError("dummy-client: \(line)\n") }
@@ -194,6 +224,16 @@ struct Flood: ParsableCommand {
     var rate: Double?
     @Option(help: "Stream mode: bytes in flight per connection (--size to 67108864; default 65536).")
     var window: Int?
+    @Option(help: ArgumentHelp("""
+        Rounds (stream mode: chunks) after which each connection closes, once their echo is \
+        verified, and a fresh one opens in its place (1-1000000000; default: unlimited).
+        """, valueName: "N"))
+    var roundsPerConnection: Int?
+    @Flag(help: """
+        Replace a failed connection (reset, cut short, refused) with a fresh one after a short \
+        backoff, instead of ending it; failures are counted but alone do not make the exit status 1.
+        """)
+    var reconnect = false
     @OptionGroup var histogramOutput: HistogramOutputOptions
 
     var effectiveMode: LoadMode { mode ?? (rate != nil ? .open : .closed) }
@@ -214,6 +254,7 @@ struct Flood: ParsableCommand {
         } else if effectiveMode == .stream, traffic.size > 65_536 {
             throw ValidationError("--size \(traffic.size) is over the default --window 65536: give --window (\(traffic.size)...67108864)")
         }
+        if let roundsPerConnection { try check("--rounds-per-connection", roundsPerConnection, 1...1_000_000_000) }
         try load.checkDescriptors(for: connections, flag: "--connections")
     }
 
@@ -223,7 +264,8 @@ struct Flood: ParsableCommand {
             mode: effectiveMode, address: address, connections: connections,
             threads: min(load.threads, connections), size: traffic.size, burst: traffic.burst,
             coalesce: traffic.coalesce, window: window ?? 65_536, rate: rate ?? 0,
-            warmup: nanoseconds(load.warmup), duration: nanoseconds(load.duration), connectRate: load.connectRate)
+            warmup: nanoseconds(load.warmup), duration: nanoseconds(load.duration), connectRate: load.connectRate,
+            sourceAddress: try traffic.source(), roundsPerConnection: roundsPerConnection, reconnect: reconnect)
         if configuration.mode == .stream { configuration.burst = 1 }
         load.warnAboutPorts(connections)
         let report = try Runner.run(configuration, progress: !load.quiet)

@@ -27,6 +27,14 @@ struct LoopTotals: ErrorTotals {
     var connectFailures = 0
     /// Connections still waiting for echoes when the drain period ran out (not an error).
     var unfinished = 0
+    /// `--rounds-per-connection`: connections closed after their last round.
+    var closedByPlan = 0
+    /// Connections the server closed between rounds, replaced (not an error).
+    var closedByServer = 0
+    /// Connections opened in place of one that failed or that the server closed.
+    var reconnected = 0
+    /// Units sent whose echo never came: their connection failed or was closed by the server.
+    var unitsCut: UInt64 = 0
     var firstConnectError: String?
     var firstError: String?
     var firstMismatch: String?
@@ -86,7 +94,8 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     @exclusivity(unchecked) private var window = MeasuredWindow()
     private var remaining = 0
     private var connector: ConnectPacer?
-    private var finishing = false
+    /// The run is ending on this loop: connections that end are not replaced.
+    private(set) var isFinishing = false
 
     init(index: Int, loop: EventLoop, configuration: RunConfiguration, pattern: Pattern, control: RunControl) {
         self.index = index
@@ -109,7 +118,7 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
         if configuration.mode == .open {
             pacer = OpenLoopPacer(target: self, slots: clients.count, start: start, period: configuration.roundPeriod)
         }
-        if configuration.ping == nil { publishEverySecond { [unowned self] in finishing ? nil : latency } }
+        if configuration.ping == nil { publishEverySecond { [unowned self] in isFinishing ? nil : latency } }
         connector = ConnectPacer(loop: loop, count: clients.count, totalRate: configuration.connectRate,
                                  loops: configuration.threads, startedAt: start) { [unowned self] index in
             clients[index].connect(to: configuration.address)
@@ -120,12 +129,18 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     /// Ends the run on this loop: no round starts after `end`, what is in
     /// flight is awaited (and verified), then every connection closes.
     func finish(windowEnd end: UInt64) {
-        guard !finishing else { return }
-        finishing = true
+        guard !isFinishing else { return }
+        isFinishing = true
         window.stop(at: end)
         pacer?.stop()
         connector?.stop()
         for client in clients { client.finish() }
+    }
+
+    /// Opens a fresh connection for client `id` (one of this loop's) after `delay`, in place of its last.
+    func reopen(clientID id: Int, after delay: Duration) {
+        let slot = (id - index) / configuration.threads
+        loop.schedule(after: delay) { [unowned self] in clients[slot].connect(to: configuration.address) }
     }
 
     /// Open loop: the pacer says slot `slot`'s round was due at `intendedAt`.
@@ -201,6 +216,14 @@ final class LoopWorker: RunWorker, PacedSlots, @unchecked Sendable {
     }
 
     func unfinished() { totals.unfinished += 1 }
+
+    func closedByPlan() { totals.closedByPlan += 1 }
+
+    func closedByServer() { totals.closedByServer += 1 }
+
+    func reconnected() { totals.reconnected += 1 }
+
+    func cut(_ units: UInt64) { totals.unitsCut += units }
 }
 
 /// What the main thread and the loops share about the run's start and end.

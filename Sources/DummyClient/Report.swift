@@ -82,7 +82,16 @@ struct Report: Sendable {
     var connect: Latency
     /// Open loop: how late rounds went out after their intended send time.
     var sendLag: Latency
+    /// Connections opened over the run, replacements included.
     var connected: Int
+    /// `--rounds-per-connection` or `--reconnect`: connections that end are replaced.
+    var replacesConnections: Bool
+    var reconnect: Bool
+    var closedByPlan: Int
+    var closedByServer: Int
+    var reconnected: Int
+    /// Rounds (stream: chunks) whose connection failed, or was closed by the server, before their echo.
+    var roundsCut: UInt64
     var mismatches: Int
     var shortEchoes: Int
     var resets: Int
@@ -96,9 +105,14 @@ struct Report: Sendable {
 
     var messagesPerSecond: Double { durationSeconds > 0 ? Double(messages) / durationSeconds : 0 }
     var mebibytesPerSecond: Double { durationSeconds > 0 ? Double(bytesEchoed) / durationSeconds / 1_048_576 : 0 }
-    var errorCount: Int { mismatches + shortEchoes + resets + connectFailures }
+    /// Connections that failed: connect failures, resets, short echoes (each ends its connection).
+    var failedConnections: Int { shortEchoes + resets + connectFailures }
+    var errorCount: Int { mismatches + failedConnections }
+    /// The errors that fail the run: with `--reconnect`, failed connections were
+    /// replaced, so only wrong bytes.
+    var fatalErrorCount: Int { reconnect ? mismatches : errorCount }
     /// Everything verified, and something was: the run proved the server echoes.
-    var succeeded: Bool { errorCount == 0 && (rounds > 0 || interrupted) }
+    var succeeded: Bool { fatalErrorCount == 0 && (rounds > 0 || interrupted) }
 
     /// Sums the loops' totals and merges their histograms (after their threads have been joined).
     init(configuration: RunConfiguration, workers: [LoopWorker], windowStart: UInt64, end: UInt64,
@@ -118,6 +132,10 @@ struct Report: Sendable {
             totals.resets += loop.resets
             totals.connectFailures += loop.connectFailures
             totals.unfinished += loop.unfinished
+            totals.closedByPlan += loop.closedByPlan
+            totals.closedByServer += loop.closedByServer
+            totals.reconnected += loop.reconnected
+            totals.unitsCut += loop.unitsCut
             totals.firstConnectError = totals.firstConnectError ?? loop.firstConnectError
             totals.firstError = totals.firstError ?? loop.firstError
             totals.firstMismatch = totals.firstMismatch ?? loop.firstMismatch
@@ -148,6 +166,12 @@ struct Report: Sendable {
         connect = Latency(connectTimes)
         sendLag = Latency(sendLags)
         connected = totals.connected
+        replacesConnections = configuration.replacesConnections
+        reconnect = configuration.reconnect
+        closedByPlan = totals.closedByPlan
+        closedByServer = totals.closedByServer
+        reconnected = totals.reconnected
+        roundsCut = totals.unitsCut
         mismatches = totals.mismatches
         shortEchoes = totals.shortEchoes
         resets = totals.resets
@@ -173,6 +197,9 @@ struct Report: Sendable {
             "msgs_per_sec":\(Format.fixed(messagesPerSecond, 1)),"mib_per_sec":\(Format.fixed(mebibytesPerSecond, 2)),\
             "latency_us":\(latency.json),\
             "connect_us":{"p50":\(us(connect.p50)),"p99":\(us(connect.p99)),"max":\(us(connect.max))},\
+            "connections_opened":\(connected),"connections_closed_by_plan":\(closedByPlan),\
+            "connections_closed_by_server":\(closedByServer),"connections_failed":\(failedConnections),\
+            "connections_reconnected":\(reconnected),"rounds_cut":\(roundsCut),\
             "errors":{"mismatches":\(mismatches),"short_echoes":\(shortEchoes),"resets":\(resets),\
             "connect_failures":\(connectFailures)},\
             "client_cpu_s":{"user":\(Format.fixed(cpu.user, 3)),"system":\(Format.fixed(cpu.system, 3))}}
@@ -192,9 +219,14 @@ struct Report: Sendable {
         func us(_ value: Double) -> String { value < 10 ? Format.fixed(value, 1) : Format.fixed(value, 0) }
         let percentOfCore = durationSeconds > 0 ? (cpu.user + cpu.system) / durationSeconds * 100 : 0
         let unit = mode == .stream ? "per chunk" : "per round"
+        let onThreads = "on \(threads) thread\(threads == 1 ? "" : "s")"
         var lines: [String] = [
             "dummy-client flood: \(host):\(port), \(modeDescription)",
-            "  connections  \(Format.grouped(connected)) of \(Format.grouped(connections)) connected, on \(threads) thread\(threads == 1 ? "" : "s")",
+            replacesConnections
+                ? "  connections  \(Format.grouped(connections)) at a time \(onThreads): \(Format.grouped(connected)) opened, " +
+                  "\(Format.grouped(closedByPlan)) closed by plan, \(Format.grouped(closedByServer)) closed by server, " +
+                  "\(Format.grouped(failedConnections)) failed, \(Format.grouped(reconnected)) reconnected"
+                : "  connections  \(Format.grouped(connected)) of \(Format.grouped(connections)) connected, \(onThreads)",
             "  duration     \(Format.fixed(durationSeconds, 2)) s measured, after \(Format.fixed(warmupSeconds, 2)) s warm-up\(interrupted ? " (interrupted)" : "")",
             "  rounds       \(Format.grouped(rounds)) (\(Format.grouped(messages)) messages; \(Format.grouped(bytesSent)) B sent, \(Format.grouped(bytesEchoed)) B echoed)",
             "  throughput   \(Format.grouped(messagesPerSecond)) msgs/s, \(Format.fixed(mebibytesPerSecond, 2)) MiB/s echoed",
@@ -203,7 +235,11 @@ struct Report: Sendable {
                 ? "  send lag     p50 \(us(sendLag.p50)) us, p99 \(us(sendLag.p99)) us, max \(us(sendLag.max)) us after the intended send time (part of the latency above)"
                 : nil,
             "  connect      p50 \(us(connect.p50)) us, p99 \(us(connect.p99)) us, max \(us(connect.max)) us",
-            "  errors       \(mismatches) mismatches, \(shortEchoes) short echoes, \(resets) resets, \(connectFailures) connect failures",
+            "  errors       \(mismatches) mismatches, \(shortEchoes) short echoes, \(resets) resets, \(connectFailures) connect failures"
+                + (reconnect && failedConnections > 0 ? " (failed connections were replaced: only mismatches fail the run)" : ""),
+            roundsCut > 0
+                ? "  cut          \(Format.grouped(roundsCut)) \(mode == .stream ? "chunks" : "rounds") sent but cut by a failed connection or the server's close (not lost or wrong bytes)"
+                : nil,
             "  client CPU   \(Format.fixed(cpu.user, 2)) s user, \(Format.fixed(cpu.system, 2)) s system (\(Format.fixed(percentOfCore, 0))% of one core over the measured window)",
         ]
         .compactMap { $0 }
@@ -236,7 +272,7 @@ struct Report: Sendable {
         if resets + shortEchoes > 0, let firstError {
             lines.append("\(firstError) (\(resets) resets, \(shortEchoes) short echoes)")
         }
-        if errorCount == 0, rounds == 0, !interrupted {
+        if fatalErrorCount == 0, rounds == 0, !interrupted {
             lines.append("no round completed: nothing was verified")
         }
         return lines

@@ -50,7 +50,7 @@ struct Room: ParsableCommand {
             mode: rate == nil ? .closed : .open, address: try server.address(), connections: total,
             threads: min(load.threads, rooms), size: size, burst: 1, rate: rate ?? 0,
             warmup: nanoseconds(load.warmup), duration: nanoseconds(load.duration), connectRate: load.connectRate,
-            room: .init(rooms: rooms, members: members))
+            sourceAddress: try server.source(), room: .init(rooms: rooms, members: members))
         load.warnAboutPorts(total)
         let control = RunControl(loops: configuration.threads, participants: total)
         let pattern = Pattern.flood()

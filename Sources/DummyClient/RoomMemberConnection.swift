@@ -80,7 +80,7 @@ final class RoomMemberConnection: ConnectionHandler {
         guard state == .idle else { return }
         state = .connecting
         connectStartedAt = monotonicNanoseconds()
-        let opened = worker.loop.connect(to: address, handler: self)
+        let opened = worker.loop.connect(to: address, from: worker.configuration.sourceAddress, handler: self)
         if state == .connecting { connection = opened }
     }
 

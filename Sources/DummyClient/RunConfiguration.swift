@@ -30,6 +30,14 @@ struct RunConfiguration: Sendable {
     var duration = UInt64.max
     /// Connections opened per second over all loops; nil opens them all at once.
     var connectRate: Double?
+    /// The local address every connection is bound to before it connects; nil: the kernel's choice.
+    var sourceAddress: SocketAddress?
+    /// Flood: rounds after which a connection closes and a fresh one opens in
+    /// its place; nil keeps each connection for the whole run.
+    var roundsPerConnection: Int?
+    /// Flood: a failed connection is counted and replaced (after a short
+    /// backoff) instead of ending, and failures alone do not fail the run.
+    var reconnect = false
     /// Ping mode: rounds to run (nil: until interrupted), pause between rounds, and whether to print each.
     var ping: PingSettings?
     /// Room mode: how many rooms of how many members (`connections` is their product).
@@ -56,6 +64,9 @@ struct RunConfiguration: Sendable {
     var writeSize: Int { min(coalesce ? unitBytes : size, Pattern.slack) }
     /// Open loop: nanoseconds between two rounds of one connection.
     var roundPeriod: UInt64 { rate > 0 ? max(1, UInt64((1e9 / rate).rounded())) : 0 }
+    /// Whether connections that end before the run does are replaced, which
+    /// makes the server's orderly close between rounds a normal event.
+    var replacesConnections: Bool { reconnect || roundsPerConnection != nil }
     /// Open loop: output a connection may have queued before it skips sending
     /// (the skipped rounds go out later, still timed from their intended time).
     var maxPendingOutput: Int { max(4 * unitBytes, 256 * 1024) }

@@ -145,6 +145,10 @@ import Testing
         (["flood", "--window", "100"], "--window applies to --mode stream only"),
         (["ping", "--rounds", "0"], "--rounds must be in 1...1000000000"),
         (["flood", "--bogus"], "--bogus"),
+        (["flood", "--rounds-per-connection", "0"], "--rounds-per-connection must be in 1...1000000000"),
+        (["flood", "--source-address", "::1"], "--source-address ::1: not of the server's family"),
+        (["flood", "--source-address", "192.0.2.1"], "--source-address 192.0.2.1: not an address of this host"),
+        (["room", "--source-address", "::1"], "--source-address ::1: not of the server's family"),
     ])
     func badFlagsExit64NamingTheFlag(_ arguments: [String], _ message: String) throws {
         let result = try runProgram("dummy-client", arguments)
