@@ -15,8 +15,11 @@ closed-loop connections of the course pattern, ten 100 B messages per round):
   haproxy 1           through HAProxy to one server, send-proxy-v2 / --proxy-protocol
   haproxy 1 no-proxy  the same without the header (HAProxy without send-proxy-v2,
                       the server without --proxy-protocol): the header's cost
+  haproxy 1 churn     the same pair with --rounds-per-connection 10 (a fresh
+  ... no-proxy        connection, so a fresh header, every ten rounds): where it costs
   haproxy 3           through HAProxy to three servers
-  haproxy 3 kill      the same, and one server SIGKILLed half-way through
+  haproxy 3 kill      the same, and one server SIGKILLed half-way through; with
+                      --reconnect the clients replace the connections that failed
 
 The clients' latency histograms (--histogram-out) are merged with `dummy-client
 merge`, never averaged. Each server runs with --verbose: its per-connection
@@ -48,6 +51,7 @@ CLIENT_HOSTS = ("127.0.0.5", "127.0.0.6")
 FRONTEND_HOST = "127.0.0.1"
 HAPROXY_SOURCE = "127.0.0.10"
 FIRST_PORT = 22000
+CHURN_ROUNDS = 10
 OPEN_LINE = re.compile(r"open fd \d+ from (\S+?),")  # ADDR:PORT, [ADDR]:PORT, or ? (unknown)
 
 
@@ -58,6 +62,7 @@ class Phase:
     haproxy: bool
     proxy_protocol: bool
     kill: bool = False
+    churn: bool = False  # --rounds-per-connection CHURN_ROUNDS: a fresh connection (and header) every few rounds
 
     @property
     def slug(self):
@@ -68,6 +73,8 @@ PHASES = (
     Phase("direct", 1, haproxy=False, proxy_protocol=False),
     Phase("haproxy 1", 1, haproxy=True, proxy_protocol=True),
     Phase("haproxy 1 no-proxy", 1, haproxy=True, proxy_protocol=False),
+    Phase("haproxy 1 churn", 1, haproxy=True, proxy_protocol=True, churn=True),
+    Phase("haproxy 1 churn no-proxy", 1, haproxy=True, proxy_protocol=False, churn=True),
     Phase("haproxy 3", 3, haproxy=True, proxy_protocol=True),
     Phase("haproxy 3 kill", 3, haproxy=True, proxy_protocol=True, kill=True),
 )
@@ -93,6 +100,7 @@ class Capabilities:
                                               "--local-host", "--source-host") if options.get(name)), None)
         self.reconnect = next((name for name in sorted(options) if name.startswith("--reconnect")), None)
         self.reconnect_value = options.get(self.reconnect, False)
+        self.churn = "--rounds-per-connection" in options
 
     def client_host(self, index):
         return CLIENT_HOSTS[index] if self.source else FRONTEND_HOST
@@ -153,7 +161,8 @@ def run_phase(phase, args, caps, supervisor, ports, work, haproxy_binary):
                 os.unlink(path)
         clients = []
         for i in range(2):
-            extra = [*(["--histogram-out", histograms[i]] if caps.histogram else []), *caps.flags(i)]
+            extra = [*(["--histogram-out", histograms[i]] if caps.histogram else []), *caps.flags(i),
+                     *(["--rounds-per-connection", CHURN_ROUNDS] if phase.churn else [])]
             load = Load(phase.name, args.connections, COURSE)
             clients.append((f"{slug}-client{i + 1}",
                             flood_argv(args.client, target[1], load, args.duration, args.warmup, 1, extra,
@@ -201,12 +210,19 @@ def phase_row(phase, caps, running, statuses, window, merged, killed, states):
     for r in reports:
         for key, value in r.get("errors", {}).items():
             errors[key] = errors.get(key, 0) + value
-    row.update(msgs_per_sec=rate, connections=sum(r["connections"] for r in reports), errors=errors,
-               mismatches=errors.get("mismatches", 0),
-               failed=errors.get("resets", 0) + errors.get("short_echoes", 0) + errors.get("connect_failures", 0),
+    opened = [r.get("connections_opened", r["connections"]) for r in reports]
+    # A connection the server (or HAProxy for it) closed or reset, that was cut short, or
+    # could not connect; not those --rounds-per-connection closed by plan.
+    failed = sum(r.get("connections_failed", sum(r.get("errors", {}).get(k, 0) for k in
+                                                 ("resets", "short_echoes", "connect_failures")))
+                 + r.get("connections_closed_by_server", 0) for r in reports)
+    row["closed_by_server"] = sum(r.get("connections_closed_by_server", 0) for r in reports)
+    row["rounds_cut"] = sum(r.get("rounds_cut", 0) for r in reports)
+    row.update(msgs_per_sec=rate, connections=sum(opened), errors=errors,
+               mismatches=errors.get("mismatches", 0), failed=failed,
                bytes_sent=sum(r.get("bytes_sent", 0) for r in reports),
                bytes_echoed=sum(r.get("bytes_echoed", 0) for r in reports))
-    reconnects = [value for r in reports for key, value in r.items() if "reconnect" in key and isinstance(value, int)]
+    reconnects = [r["connections_reconnected"] for r in reports if "connections_reconnected" in r]
     row["reestablished"] = sum(reconnects) if caps.reconnect and reconnects else None
     latency = (merged or {}).get("latency_us") or {}
     row.update(latency=latency, merged_count=(merged or {}).get("count"), merged=merged is not None)
@@ -247,11 +263,11 @@ def check(row, phase):
         fail(f"{row['failed']} failed connections without a fault: {row['errors']}")
     if not row["merged"]:
         fail("no merged histogram")
-    expected = row["connections"] + (row["reestablished"] or 0)
+    expected = row["connections"]  # every connection opened, first ones and replacements
     from_clients = sum(row["opens_from_clients"])
     if phase.proxy_protocol or not phase.haproxy:
         # Every connection a client made shows the client's address at the server.
-        if from_clients < row["connections"]:
+        if from_clients < expected:
             fail(f"servers saw {from_clients} connections from the client hosts, clients made {expected}")
     elif from_clients:
         fail(f"without the PROXY header, {from_clients} connections still showed a client address")
@@ -265,6 +281,8 @@ def check(row, phase):
         elif totals and totals["in"] != totals["out"]:
             fail(f"s{index + 1} read {totals['in']} B, echoed {totals['out']} B")
     if phase.kill:
+        if row["reestablished"] is not None and row["reestablished"] < row["failed"]:
+            fail(f"{row['failed']} connections failed, only {row['reestablished']} re-established")
         if not row["failed"]:
             fail("the killed server's connections did not fail")
         if not (row.get("killed") or {}).get("down_ms"):
@@ -303,13 +321,15 @@ def ratio(a, b):
 def summary(rows, caps):
     by = {row["phase"]: row for row in rows}
     out = []
-    on, off = by.get("haproxy 1"), by.get("haproxy 1 no-proxy")
-    if on and off:
-        lat_on, lat_off = on.get("latency") or {}, off.get("latency") or {}
-        out.append("PROXY header, on / off through HAProxy to 1 server: msgs/s "
-                   f"{ratio(on['msgs_per_sec'], off['msgs_per_sec'])}, p99 {ratio(lat_on.get('p99'), lat_off.get('p99'))}, "
-                   f"server CPU per msg {ratio(on.get('server_us_per_msg'), off.get('server_us_per_msg'))}, "
-                   f"HAProxy CPU per msg {ratio(on.get('haproxy_us_per_msg'), off.get('haproxy_us_per_msg'))}")
+    for suffix, what in (("", "long-lived connections"),
+                         (" churn", f"a new connection every {CHURN_ROUNDS} rounds")):
+        on, off = by.get("haproxy 1" + suffix), by.get(f"haproxy 1{suffix} no-proxy")
+        if on and off:
+            lat_on, lat_off = on.get("latency") or {}, off.get("latency") or {}
+            out.append(f"PROXY header, on / off through HAProxy to 1 server, {what}: msgs/s "
+                       f"{ratio(on['msgs_per_sec'], off['msgs_per_sec'])}, p99 {ratio(lat_on.get('p99'), lat_off.get('p99'))}, "
+                       f"server CPU per msg {ratio(on.get('server_us_per_msg'), off.get('server_us_per_msg'))}, "
+                       f"HAProxy CPU per msg {ratio(on.get('haproxy_us_per_msg'), off.get('haproxy_us_per_msg'))}")
     direct, one, three = by.get("direct"), by.get("haproxy 1"), by.get("haproxy 3")
     if direct and one and three:
         out.append(f"through HAProxy / direct: msgs/s {ratio(one['msgs_per_sec'], direct['msgs_per_sec'])} (1 server), "
@@ -319,9 +339,11 @@ def summary(rows, caps):
         k = kill["killed"]
         down = f"{k['down_ms']:,.0f} ms" if k.get("down_ms") else "never"
         survivors = [t for i, t in enumerate(kill["server_totals"]) if i != 1 and t]
+        causes = ", ".join([f"{n} {key}" for key, n in kill["errors"].items() if n]
+                           + [f"{kill['closed_by_server']} closed by the server", f"{kill['rounds_cut']} rounds cut"])
         out.append(f"kill: s2 (pid {k['pid']}) SIGKILLed {k['at_s']:.1f} s after the clients started; HAProxy marked it "
                    f"DOWN after {down}; {kill['failed']:,} client connections failed "
-                   f"({', '.join(f'{n} {k}' for k, n in kill['errors'].items() if n)}), re-established "
+                   f"({causes}), re-established "
                    f"{'n/a (this dummy-client has no reconnect flag)' if kill['reestablished'] is None else kill['reestablished']}; "
                    f"{kill['mismatches']} rounds came back wrong; the surviving servers read and echoed "
                    + ", ".join(f"{t['in']:,}/{t['out']:,} B" for t in survivors))
@@ -335,8 +357,9 @@ def summary(rows, caps):
     if not caps.source:
         notes.append("both clients connect from 127.0.0.1 (this dummy-client has no source-address flag)")
     notes.append("'seen as client': connections each server logged as opened from a client host's address "
-                 "(through HAProxy: the PROXY header's), of those the clients made; "
-                 "'failed': resets + short echoes + connect failures; 'wrong': mismatched rounds")
+                 "(through HAProxy: the PROXY header's), of those the clients opened; 'failed': connections "
+                 "closed by the server, reset, cut short or refused; 're-est.': replaced (--reconnect); "
+                 "'wrong': rounds that came back different")
     return "\n".join(out + ["note: " + n for n in notes])
 
 
@@ -348,22 +371,22 @@ def main(argv=None):
     parser.add_argument("--server", default=os.path.join(procs.RELEASE, "echo-server"))
     parser.add_argument("--client", default=os.path.join(procs.RELEASE, "dummy-client"))
     parser.add_argument("--quick", action="store_true", help="3 s per phase, 20 connections per client (~30 s)")
-    parser.add_argument("--duration", type=float, help="measured seconds per phase (20; --quick 3)")
+    parser.add_argument("--duration", type=float, help="measured seconds per phase (14; --quick 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per phase (1)")
     parser.add_argument("--connections", type=int, help="connections per client (50; --quick 20)")
     parser.add_argument("--only", help="comma-separated phases: " + ", ".join(p.slug for p in PHASES))
     args = parser.parse_args(argv)
-    args.duration = args.duration or (3.0 if args.quick else 20.0)
+    args.duration = args.duration or (3.0 if args.quick else 14.0)
     args.connections = args.connections or (20 if args.quick else 50)
     procs.require(args.server, "echo-server")
     procs.require(args.client, "dummy-client")
-    phases = PHASES
+    caps = Capabilities(args.client)
+    phases = [p for p in PHASES if caps.churn or not p.churn]
     if args.only:
-        phases = [p for p in PHASES if p.slug in args.only.split(",")]
+        phases = [p for p in phases if p.slug in args.only.split(",")]
     if "--proxy-protocol" not in subprocess.run([args.server, "--help"], capture_output=True, text=True,
                                                 timeout=30).stdout:
         sys.exit("scale-demo: this echo-server has no --proxy-protocol: make release")
-    caps = Capabilities(args.client)
     binary = haproxy.ensure_installed()
     procs.raise_fd_limit()
     procs.stop_on_signals()
