@@ -13,8 +13,8 @@ struct DummyClient: ParsableCommand {
         discussion: """
             Every echoed byte is compared with what was sent (room: every delivery is checked against \
             the room protocol's guarantees). Exit status: 0 when everything verified, 1 on any \
-            mismatch, violation, short echo, reset or connect failure, 64 for bad flags (merge: 65 for a \
-            file it cannot read or decode).
+            mismatch, violation, short echo, reset or connect failure (flood --reconnect: on a mismatch \
+            only), 64 for bad flags (merge: 65 for a file it cannot read or decode).
             """,
         subcommands: [Ping.self, Flood.self, Room.self, Merge.self],
         defaultSubcommand: Ping.self)
@@ -211,7 +211,10 @@ struct Flood: ParsableCommand {
             waits for the whole echo, repeats. Open loop (--rate R): each connection starts R rounds per \
             second whatever the echoes do; latency counts from each round's intended send time. Stream \
             (--mode stream): each connection keeps --window bytes in flight. Traffic counts after \
-            --warmup for --duration seconds; then what is in flight is awaited and verified.
+            --warmup for --duration seconds; then what is in flight is awaited and verified. \
+            --rounds-per-connection and --reconnect keep --connections open while connections keep \
+            closing and opening; a server's FIN between rounds (as it drains) then counts as closed by \
+            server and the connection is replaced, and rounds it left unanswered count as cut, not as errors.
             """)
 
     @OptionGroup var traffic: TrafficOptions
