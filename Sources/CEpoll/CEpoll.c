@@ -11,6 +11,11 @@ int cepoll_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
 
+// glibc's GNU extension, which its Swift module leaves out.
+int cepoll_spawn_close_from(posix_spawn_file_actions_t *actions, int fd) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, fd);
+}
+
 // Names the calling thread: prctl, no fd. Naming another thread would open
 // /proc/self/task/TID/comm, an fd that a watcher of the process would see come and go.
 int cepoll_name_current_thread(const char *name) {

@@ -28,7 +28,7 @@ public func serve(
     signal(SIGPIPE, SIG_IGN)
     // Signals arrive through a signalfd on loop 0: blocked before any
     // thread starts, so that no thread takes them the default way.
-    _ = blockStopSignals()
+    _ = blockStopSignals(also: [SIGUSR2])
 
     let eventLogger = logger
     let server: Server
@@ -42,6 +42,8 @@ public func serve(
             eventLogger.info("signal \(signal): stopping (a second one exits at once)")
             server.shutdown(gracePeriod: gracePeriod)
         }
+        let upgrade = BinaryUpgrade(server: server, gracePeriod: gracePeriod, logger: eventLogger)
+        try server.loops[0].watchSignals([SIGUSR2]) { _ in upgrade.begin() }
         var export: PrometheusExport?
         if options.metricsPort > 0 {
             export = try PrometheusExport(server: server, port: UInt16(options.metricsPort), errors: { eventLogger.warning("metrics: \($0)") })
@@ -51,6 +53,7 @@ public func serve(
         defer { export?.endpoint.shutdown() }
         print("\(name) listening on \(server.localAddress) (loops \(options.loops), pid \(getpid()))")
         fflush(nil) // stdout may be a pipe: the listening line must go out now
+        SocketActivation.notifyReady() // to systemd (Type=notify), or to the process upgrading to this one
         if options.statsInterval > 0 {
             StatisticsReporter(server: server, interval: .seconds(options.statsInterval), logger: logger, extra: statistics).start()
         }

@@ -2,20 +2,20 @@
 import Glibc
 #endif
 
-/// Blocks SIGINT and SIGTERM in the calling thread, so every thread started
-/// afterwards inherits the mask and the signals wait for whoever takes them
-/// (a signalfd or sigwait), and returns that set.
+/// Blocks SIGINT and SIGTERM (and `also`) in the calling thread, so every
+/// thread started afterwards inherits the mask and the signals wait for
+/// whoever takes them (a signalfd or sigwait), and returns that set.
 ///
 /// A shell starts background jobs with SIGINT ignored, and an ignored signal
-/// is discarded before a signalfd or sigwait can see it, so both go back to
+/// is discarded before a signalfd or sigwait can see it, so all go back to
 /// the default action, which never runs while they are blocked.
-public func blockStopSignals() -> sigset_t {
+public func blockStopSignals(also: [Int32] = []) -> sigset_t {
     var signals = sigset_t()
     sigemptyset(&signals)
-    sigaddset(&signals, SIGINT)
-    sigaddset(&signals, SIGTERM)
+    for number in [SIGINT, SIGTERM] + also {
+        sigaddset(&signals, number)
+        signal(number, SIG_DFL)
+    }
     pthread_sigmask(SIG_BLOCK, &signals, nil)
-    signal(SIGINT, SIG_DFL)
-    signal(SIGTERM, SIG_DFL)
     return signals
 }

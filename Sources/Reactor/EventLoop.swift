@@ -386,8 +386,16 @@ public final class EventLoop: @unchecked Sendable {
         sources[source.fd] = nil
     }
 
-    /// Finishes everything: listeners close, connections answer what they have
-    /// read, flush and close. The loop stops when no connection is left.
+    /// Listeners close; connections go on. The loop stops when no connection is left.
+    func stopAccepting() {
+        stopWhenEmpty = true
+        for case let listener as Listener in sources.values { listener.close() }
+        if connectionCount == 0 { running = false }
+    }
+
+    /// Finishes everything: listeners and half-read PROXY headers close,
+    /// connections answer what they have read, flush and close. The loop
+    /// stops when no connection is left.
     func closeGracefully() {
         stopWhenEmpty = true
         for source in sources.values where source.closesOnShutdown { source.close() }

@@ -40,6 +40,11 @@ public final class Server: Sendable {
         /// SO_RCVBUF; the kernel doubles it for bookkeeping); nil: the
         /// kernel's autotuning, which on loopback grows to megabytes each.
         public var socketBufferSize: Int?
+        /// A socket already listening to serve instead of binding one (then
+        /// `host`, `port`, `backlog` and `socketBufferSize` are not used): one
+        /// from systemd (`SocketActivation.listeningSockets()`), or the one a
+        /// process being upgraded hands its successor. The server owns it.
+        public var listeningSocket: Int32?
         /// Behind a load balancer: every connection starts with a PROXY
         /// protocol header (v1 or v2), read before the handler hears of it;
         /// nil (the default): none is expected.
@@ -63,6 +68,9 @@ public final class Server: Sendable {
     public let configuration: Configuration
     /// Where the server listens; with port 0, the port the kernel chose.
     public let localAddress: SocketAddress
+    /// The listening socket's fd: what a successor process inherits in a
+    /// zero-downtime upgrade. The server closes it; nobody else should.
+    public var listeningSocket: Int32 { listenFD }
     /// The event loops, one thread each. Loop 0 also runs the listener.
     public let loops: [EventLoop]
     private let listenFD: Int32
@@ -129,7 +137,8 @@ public final class Server: Sendable {
         self.makeHandler = makeHandler
         self.errors = errors
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
-        let fd = try Socket.listen(on: address, backlog: configuration.backlog, bufferSize: configuration.socketBufferSize)
+        let fd = try configuration.listeningSocket.map { fd throws(SystemError) in try Socket.adoptListening(fd) }
+            ?? Socket.listen(on: address, backlog: configuration.backlog, bufferSize: configuration.socketBufferSize)
         var loops: [EventLoop] = []
         do {
             for index in 0..<configuration.loops {
@@ -247,6 +256,20 @@ public final class Server: Sendable {
         for loop in loops {
             loop.execute {
                 loop.closeGracefully()
+                loop.schedule(after: gracePeriod) { loop.stop() }
+            }
+        }
+    }
+
+    /// Stops accepting and lets every connection go on until its peer ends
+    /// it; whatever is still open after `gracePeriod` is closed. What a
+    /// process does once its successor serves the listening socket (the
+    /// socket stays open there, so no connection waiting in its backlog is
+    /// lost). Any thread; `wait()` returns after.
+    public func drain(gracePeriod: Duration) {
+        for loop in loops {
+            loop.execute {
+                loop.stopAccepting()
                 loop.schedule(after: gracePeriod) { loop.stop() }
             }
         }

@@ -43,6 +43,29 @@ enum Socket {
         return fd
     }
 
+    /// Takes over a socket that is already listening (inherited from systemd
+    /// or from the process being upgraded): checks that it is a listening
+    /// TCP socket, and makes it non-blocking and close-on-exec.
+    static func adoptListening(_ fd: Int32) throws(SystemError) -> Int32 {
+        var listening: Int32 = 0, type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0 else {
+            throw SystemError("getsockopt(SO_ACCEPTCONN)", "inherited fd \(fd)")
+        }
+        length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {
+            throw SystemError("getsockopt(SO_TYPE)", "inherited fd \(fd)")
+        }
+        guard listening == 1, type == Int32(SOCK_STREAM.rawValue) else {
+            throw SystemError("listen", "inherited fd \(fd) (not a listening stream socket)", code: EINVAL)
+        }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            throw SystemError("fcntl", "inherited fd \(fd)")
+        }
+        return fd
+    }
+
     /// Starts a non-blocking connect, from `source` when given (bound first,
     /// its port 0 meaning any). Returns the fd, and whether the connection is
     /// still under way (EINPROGRESS: completion shows as writable).

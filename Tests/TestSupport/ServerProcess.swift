@@ -9,6 +9,7 @@ public final class ServerProcess {
     private let output = Pipe()
     private let errors = Pipe()
     public private(set) var listeningLine = ""
+    private var unreadOutput = ""
 
     /// The directory holding this package's built products (next to the test bundle).
     public static var productsDirectory: URL {
@@ -59,15 +60,22 @@ public final class ServerProcess {
 
     /// Waits for the "listening on" line; throws with stderr if the process exits first.
     public func waitUntilListening() throws {
-        var text = ""
-        while !text.contains("\n") {
+        listeningLine = try nextOutputLine()
+    }
+
+    /// Reads stdout up to the next whole line (which a child of the process,
+    /// sharing its stdout, may print too); throws with stderr at EOF.
+    public func nextOutputLine() throws -> String {
+        while !unreadOutput.contains("\n") {
             let chunk = output.fileHandleForReading.availableData
             if chunk.isEmpty {
-                throw TestFailure("exited before listening: \(standardError())")
+                throw TestFailure("stdout ended before a line; stderr: \(standardError())")
             }
-            text += String(decoding: chunk, as: UTF8.self)
+            unreadOutput += String(decoding: chunk, as: UTF8.self)
         }
-        listeningLine = text
+        let end = unreadOutput.firstIndex(of: "\n")!
+        defer { unreadOutput = String(unreadOutput[unreadOutput.index(after: end)...]) }
+        return String(unreadOutput[...end])
     }
 
     /// Waits for exit (at most `seconds`, then SIGKILL) and returns the status.

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdint.h>
 
 // epoll's flags are enum members and macros; plain constants import cleanly.
@@ -45,5 +46,6 @@ static inline void cepoll_set_current_loop(void *loop) { cepoll_current_loop_sto
 int cepoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
 int cepoll_name_current_thread(const char *name);
 int cepoll_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int cepoll_spawn_close_from(posix_spawn_file_actions_t *actions, int fd);
 
 #endif

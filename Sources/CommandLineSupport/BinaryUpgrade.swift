@@ -1,0 +1,71 @@
+import Logging
+import Reactor
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// nginx's binary upgrade, on SIGUSR2: the executable is started again (the
+/// same path, read from disk anew, with the same arguments) and handed the
+/// listening socket as systemd would hand it. Once the successor says it
+/// serves (`READY=1`), this process drains: it stops accepting, lets its
+/// connections finish within the shutdown timeout, and exits. The socket
+/// never closes meanwhile, so no connection in its backlog is lost. A
+/// successor that exits or stays silent for `readyTimeout` is stopped, and
+/// this process goes on serving.
+final class BinaryUpgrade: Sendable {
+    private let server: Server
+    private let executable: String
+    private let arguments: [String]
+    private let gracePeriod: Duration
+    private let logger: Logger
+    private let inProgress = Atomic<Bool>(false)
+    static let readyTimeout = Duration.seconds(10)
+
+    /// `executable` as this process was started: resolved now, before
+    /// anything could change the working directory.
+    init(server: Server, gracePeriod: Duration, logger: Logger) {
+        self.server = server
+        let path = CommandLine.arguments[0]
+        executable = path.contains("/") ? (realpath(path, nil).map { String(cString: $0) } ?? path) : path
+        arguments = Array(CommandLine.arguments.dropFirst())
+        self.gracePeriod = gracePeriod
+        self.logger = logger
+    }
+
+    /// Starts an upgrade unless one is under way. The wait for the successor
+    /// runs on a thread of its own, so the loop goes on serving meanwhile.
+    func begin() {
+        guard !inProgress.exchange(true, ordering: .relaxed) else {
+            return logger.warning("upgrade: one is already under way")
+        }
+        do {
+            let readiness = try SocketActivation.ReadinessSocket()
+            let pid = try SuccessorProcess.spawn(
+                executable, arguments: arguments, listeningSocket: server.listeningSocket, notifySocket: readiness.name)
+            logger.info("upgrade: started \(executable) as pid \(pid); waiting for it to serve")
+            _ = try LoopThread(name: "upgrade") { [self] in waitUntilServing(pid, readiness) }
+        } catch {
+            logger.error("upgrade: \(error); still serving")
+            inProgress.store(false, ordering: .relaxed)
+        }
+    }
+
+    private func waitUntilServing(_ pid: pid_t, _ readiness: SocketActivation.ReadinessSocket) {
+        var status: Int32 = 0
+        let ready = readiness.waitForReady(timeout: Self.readyTimeout) { waitpid(pid, &status, WNOHANG) == pid }
+        if ready {
+            logger.info("upgrade: pid \(pid) serves; draining (at most \(gracePeriod))")
+            server.drain(gracePeriod: gracePeriod)
+            return
+        }
+        if waitpid(pid, &status, WNOHANG) == 0 {
+            logger.error("upgrade: pid \(pid) not ready within \(Self.readyTimeout); stopping it, still serving")
+            kill(pid, SIGTERM)
+            waitpid(pid, &status, 0)
+        } else {
+            logger.error("upgrade: pid \(pid) exited (status \(status)) before serving; still serving")
+        }
+        inProgress.store(false, ordering: .relaxed)
+    }
+}
