@@ -7,8 +7,8 @@ import Glibc
 #endif
 
 /// Faults only a separate server process shows: its memory, its fds, its
-/// CPU while parked, its signals. (`make faults` runs the same scenarios at
-/// full size against the release build.)
+/// CPU while parked, its signals. (`make faults` runs the connect storm and
+/// the resets again at full size against the release build.)
 @Suite("echo-server under faults")
 struct ReliabilityProcessTests {
     /// A client sends 100 MB and reads nothing: the server holds at most its
