@@ -150,7 +150,7 @@ public struct ProxyHeader: Sendable, Equatable {
         }
         guard transport == 1 else { return .invalid("v2 header: PROXY for a datagram transport") }
         let body = UnsafeRawBufferPointer(rebasing: bytes[v2FixedLength..<length])
-        let addresses = family == 1 ? v4Addresses(body) : v6Addresses(body)
+        let addresses = addresses(body, hostSize: family == 1 ? 4 : 16)
         return .complete(ProxyHeader(version: 2, addresses: addresses), length: length)
     }
 
@@ -164,26 +164,25 @@ public struct ProxyHeader: Sendable, Equatable {
         return offset == bytes.count
     }
 
-    private static func v4Addresses(_ body: UnsafeRawBufferPointer) -> (SocketAddress, SocketAddress) {
-        func address(at offset: Int, portAt portOffset: Int) -> SocketAddress {
-            var v4 = sockaddr_in()
-            v4.sin_family = sa_family_t(AF_INET)
-            withUnsafeMutableBytes(of: &v4.sin_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: body[offset..<offset + 4])) }
-            withUnsafeMutableBytes(of: &v4.sin_port) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: body[portOffset..<portOffset + 2])) }
-            return .v4(v4)
-        }
-        return (address(at: 0, portAt: 8), address(at: 4, portAt: 10))
-    }
-
-    private static func v6Addresses(_ body: UnsafeRawBufferPointer) -> (SocketAddress, SocketAddress) {
-        func address(at offset: Int, portAt portOffset: Int) -> SocketAddress {
+    /// The source and destination of a v2 address block: two hosts of
+    /// `hostSize` bytes (4: IPv4, 16: IPv6), then their two ports.
+    private static func addresses(_ body: UnsafeRawBufferPointer, hostSize: Int) -> (SocketAddress, SocketAddress) {
+        func address(_ index: Int) -> SocketAddress {
+            let host = UnsafeRawBufferPointer(rebasing: body[(index * hostSize)..<((index + 1) * hostSize)])
+            let portOffset = 2 * hostSize + 2 * index
+            let port = UInt16(body[portOffset]) << 8 | UInt16(body[portOffset + 1])
+            if hostSize == 4 {
+                var v4 = sockaddr_in()
+                v4.sin_family = sa_family_t(AF_INET)
+                withUnsafeMutableBytes(of: &v4.sin_addr) { $0.copyMemory(from: host) }
+                return SocketAddress.v4(v4).withPort(port)
+            }
             var v6 = sockaddr_in6()
             v6.sin6_family = sa_family_t(AF_INET6)
-            withUnsafeMutableBytes(of: &v6.sin6_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: body[offset..<offset + 16])) }
-            withUnsafeMutableBytes(of: &v6.sin6_port) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: body[portOffset..<portOffset + 2])) }
-            return .v6(v6)
+            withUnsafeMutableBytes(of: &v6.sin6_addr) { $0.copyMemory(from: host) }
+            return SocketAddress.v6(v6).withPort(port)
         }
-        return (address(at: 0, portAt: 32), address(at: 16, portAt: 34))
+        return (address(0), address(1))
     }
 }
 
