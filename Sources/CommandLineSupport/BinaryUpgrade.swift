@@ -7,7 +7,7 @@ import Glibc
 
 /// nginx's binary upgrade, on SIGUSR2: the executable is started again (the
 /// same path, read from disk anew, with the same arguments) and handed the
-/// listening socket as systemd would hand it. Once the successor says it
+/// listening socket, and the metrics endpoint's, as systemd would hand them. Once the successor says it
 /// serves (`READY=1`), this process drains: it stops accepting, lets its
 /// connections finish within the shutdown timeout, and exits. The socket
 /// never closes meanwhile, so no connection in its backlog is lost. A
@@ -15,6 +15,7 @@ import Glibc
 /// this process goes on serving.
 final class BinaryUpgrade: Sendable {
     private let server: Server
+    private let metrics: Server?
     private let executable: String
     private let arguments: [String]
     private let gracePeriod: Duration
@@ -24,8 +25,9 @@ final class BinaryUpgrade: Sendable {
 
     /// `executable` as this process was started: resolved now, before
     /// anything could change the working directory.
-    init(server: Server, gracePeriod: Duration, logger: Logger) {
+    init(server: Server, metrics: Server?, gracePeriod: Duration, logger: Logger) {
         self.server = server
+        self.metrics = metrics
         let path = CommandLine.arguments[0]
         executable = path.contains("/") ? (realpath(path, nil).map { String(cString: $0) } ?? path) : path
         arguments = Array(CommandLine.arguments.dropFirst())
@@ -41,8 +43,9 @@ final class BinaryUpgrade: Sendable {
         }
         do {
             let readiness = try SocketActivation.ReadinessSocket()
-            let pid = try SuccessorProcess.spawn(
-                executable, arguments: arguments, listeningSocket: server.listeningSocket, notifySocket: readiness.name)
+            let sockets = [SocketActivation.PassedSocket(fd: server.listeningSocket, name: "listener")]
+                + (metrics.map { [SocketActivation.PassedSocket(fd: $0.listeningSocket, name: MetricsSocket.name)] } ?? [])
+            let pid = try SuccessorProcess.spawn(executable, arguments: arguments, sockets: sockets, notifySocket: readiness.name)
             logger.info("upgrade: started \(executable) as pid \(pid); waiting for it to serve")
             _ = try LoopThread(name: "upgrade") { [self] in waitUntilServing(pid, readiness) }
         } catch {
@@ -57,6 +60,7 @@ final class BinaryUpgrade: Sendable {
         if ready {
             logger.info("upgrade: pid \(pid) serves; draining (at most \(gracePeriod))")
             server.drain(gracePeriod: gracePeriod)
+            metrics?.drain(gracePeriod: .seconds(1))
             return
         }
         if waitpid(pid, &status, WNOHANG) == 0 {
@@ -68,4 +72,9 @@ final class BinaryUpgrade: Sendable {
         }
         inProgress.store(false, ordering: .relaxed)
     }
+}
+
+/// The name the metrics endpoint's socket is passed under (`LISTEN_FDNAMES`).
+enum MetricsSocket {
+    static let name = "metrics"
 }

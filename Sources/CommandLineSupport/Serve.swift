@@ -42,14 +42,16 @@ public func serve(
             eventLogger.info("signal \(signal): stopping (a second one exits at once)")
             server.shutdown(gracePeriod: gracePeriod)
         }
-        let upgrade = BinaryUpgrade(server: server, gracePeriod: gracePeriod, logger: eventLogger)
-        try server.loops[0].watchSignals([SIGUSR2]) { _ in upgrade.begin() }
         var export: PrometheusExport?
         if options.metricsPort > 0 {
-            export = try PrometheusExport(server: server, port: UInt16(options.metricsPort), errors: { eventLogger.warning("metrics: \($0)") })
+            export = try PrometheusExport(
+                server: server, port: UInt16(options.metricsPort), listeningSocket: SocketActivation.passedSocket(named: MetricsSocket.name),
+                errors: { eventLogger.warning("metrics: \($0)") })
             try export?.start()
             logger.info("metrics on http://127.0.0.1:\(options.metricsPort)/metrics")
         }
+        let upgrade = BinaryUpgrade(server: server, metrics: export?.endpoint.server, gracePeriod: gracePeriod, logger: eventLogger)
+        try server.loops[0].watchSignals([SIGUSR2]) { _ in upgrade.begin() }
         defer { export?.endpoint.shutdown() }
         print("\(name) listening on \(server.localAddress) (loops \(options.loops), pid \(getpid()))")
         fflush(nil) // stdout may be a pipe: the listening line must go out now

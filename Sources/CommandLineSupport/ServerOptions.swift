@@ -54,10 +54,11 @@ public struct ServerOptions: ParsableArguments {
     /// The server configuration these flags describe, with `backpressure` as
     /// its output limits. A socket passed as systemd passes it (`LISTEN_FDS`:
     /// socket activation, or the process upgrading to this one) is served
-    /// instead of binding `--host` and `--port`.
+    /// instead of binding `--host` and `--port`; one named "metrics" is the
+    /// `--metrics-port` endpoint's.
     public func configuration(backpressure: Backpressure) -> Server.Configuration {
         var configuration = Server.Configuration()
-        configuration.listeningSocket = SocketActivation.listeningSockets().first
+        configuration.listeningSocket = SocketActivation.passedSockets.first { $0.name != MetricsSocket.name }?.fd
         configuration.host = host
         configuration.port = UInt16(port)
         configuration.loops = loops

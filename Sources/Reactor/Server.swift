@@ -42,7 +42,7 @@ public final class Server: Sendable {
         public var socketBufferSize: Int?
         /// A socket already listening to serve instead of binding one (then
         /// `host`, `port`, `backlog` and `socketBufferSize` are not used): one
-        /// from systemd (`SocketActivation.listeningSockets()`), or the one a
+        /// from systemd (`SocketActivation.passedSockets`), or the one a
         /// process being upgraded hands its successor. The server owns it.
         public var listeningSocket: Int32?
         /// Behind a load balancer: every connection starts with a PROXY

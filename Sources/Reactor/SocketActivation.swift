@@ -10,11 +10,23 @@ public enum SocketActivation {
     /// The first fd passed (`SD_LISTEN_FDS_START`).
     public static let firstSocket: Int32 = 3
 
+    /// A socket passed to this process, with its name (`LISTEN_FDNAMES`;
+    /// systemd's `FileDescriptorName=`, "unknown" when unnamed).
+    public struct PassedSocket: Sendable, Equatable {
+        public let fd: Int32
+        public let name: String
+
+        public init(fd: Int32, name: String) {
+            self.fd = fd
+            self.name = name
+        }
+    }
+
     /// The sockets this process was started with: fds 3, 4, ... as
     /// `LISTEN_FDS` counts them, if `LISTEN_PID` names this process (else
-    /// none: they were meant for another). The variables are then removed,
-    /// so that a child does not take the sockets for its own.
-    public static func listeningSockets() -> [Int32] {
+    /// none: they were meant for another). Read once; the variables are then
+    /// removed, so that a child does not take the sockets for its own.
+    public static let passedSockets: [PassedSocket] = {
         defer {
             unsetenv("LISTEN_PID")
             unsetenv("LISTEN_FDS")
@@ -22,7 +34,15 @@ public enum SocketActivation {
         }
         guard let pid = environment("LISTEN_PID").flatMap(Int32.init), pid == getpid(),
               let count = environment("LISTEN_FDS").flatMap(Int32.init), count > 0 else { return [] }
-        return (0..<count).map { firstSocket + $0 }
+        let names = environment("LISTEN_FDNAMES")?.split(separator: ":", omittingEmptySubsequences: false) ?? []
+        return (0..<count).map { index in
+            PassedSocket(fd: firstSocket + index, name: index < names.count ? String(names[Int(index)]) : "unknown")
+        }
+    }()
+
+    /// The passed socket called `name`, if there is one.
+    public static func passedSocket(named name: String) -> Int32? {
+        passedSockets.first { $0.name == name }?.fd
     }
 
     /// Tells whoever started this process, through the datagram socket

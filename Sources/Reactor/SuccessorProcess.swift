@@ -3,28 +3,37 @@ import CEpoll
 import Glibc
 #endif
 
-/// Starting the process that takes over a listening socket, as systemd
-/// would start it: the socket as fd 3, `LISTEN_FDS=1` and `LISTEN_PID` its
-/// own pid, and `NOTIFY_SOCKET` for its `READY=1`.
+/// Starting the process that takes over listening sockets, as systemd would
+/// start it: the sockets as fds 3, 4, ..., `LISTEN_FDS` their count,
+/// `LISTEN_FDNAMES` their names, `LISTEN_PID` its own pid, and
+/// `NOTIFY_SOCKET` for its `READY=1`.
 public enum SuccessorProcess {
     /// Starts `executable` with `arguments` and returns its pid. The rest of
     /// this process's environment goes with it, and stdin, stdout and
     /// stderr; no other fd does. `LISTEN_PID` must be the child's own pid, known only
     /// once it runs: a `/bin/sh` sets it and execs the executable in its place.
     public static func spawn(
-        _ executable: String, arguments: [String], listeningSocket: Int32, notifySocket: String
+        _ executable: String, arguments: [String], sockets: [SocketActivation.PassedSocket], notifySocket: String
     ) throws(SystemError) -> pid_t {
-        // A copy above 3, so that dup2 onto 3 always makes a new fd, without close-on-exec.
-        let copy = fcntl(listeningSocket, F_DUPFD_CLOEXEC, SocketActivation.firstSocket + 1)
-        guard copy >= 0 else { throw SystemError("fcntl(F_DUPFD_CLOEXEC)", "fd \(listeningSocket)") }
-        defer { close(copy) }
+        // Copies above the fds they go to, so that no dup2 overwrites another's
+        // source, and each makes a new fd, without close-on-exec.
+        let end = SocketActivation.firstSocket + Int32(sockets.count)
+        var copies: [Int32] = []
+        defer { for copy in copies { close(copy) } }
+        for socket in sockets {
+            let copy = fcntl(socket.fd, F_DUPFD_CLOEXEC, end)
+            guard copy >= 0 else { throw SystemError("fcntl(F_DUPFD_CLOEXEC)", "fd \(socket.fd)") }
+            copies.append(copy)
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, copy, SocketActivation.firstSocket)
+        for (index, copy) in copies.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, copy, SocketActivation.firstSocket + Int32(index))
+        }
         // Nothing else: an fd this process inherited without close-on-exec
         // (one a supervisor watches for EOF, say) must not outlive it in the child.
-        cepoll_spawn_close_from(&actions, SocketActivation.firstSocket + 1)
+        cepoll_spawn_close_from(&actions, end)
         // The child starts with no signal blocked, whatever this thread blocks.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -36,7 +45,10 @@ public enum SuccessorProcess {
 
         let passed = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"]
         var environment = currentEnvironment().filter { entry in !passed.contains { entry.hasPrefix($0 + "=") } }
-        environment += ["LISTEN_FDS=1", "LISTEN_FDNAMES=listener", "NOTIFY_SOCKET=\(notifySocket)"]
+        environment += [
+            "LISTEN_FDS=\(sockets.count)", "LISTEN_FDNAMES=\(sockets.map(\.name).joined(separator: ":"))",
+            "NOTIFY_SOCKET=\(notifySocket)",
+        ]
         let argv = ["/bin/sh", "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", executable] + arguments
         var pid = pid_t()
         let status = withCStrings(argv) { argv in

@@ -10,15 +10,17 @@ import Reactor
 public final class MetricsEndpoint: Sendable {
     public let server: Server
 
-    /// Binds and listens on `host`:`port` (0: any free port); serving starts with `start()`.
+    /// Binds and listens on `host`:`port` (0: any free port), or serves
+    /// `listeningSocket` (one passed to this process); serving starts with `start()`.
     public init(
-        host: String = "127.0.0.1", port: UInt16, requestTimeout: Duration = .seconds(5),
+        host: String = "127.0.0.1", port: UInt16, listeningSocket: Int32? = nil, requestTimeout: Duration = .seconds(5),
         errors: @escaping @Sendable (any Error) -> Void = { _ in },
         render: @escaping @Sendable () -> String
     ) throws {
         var configuration = Server.Configuration()
         configuration.host = host
         configuration.port = port
+        configuration.listeningSocket = listeningSocket
         configuration.loops = 1
         configuration.maxConnections = 64
         configuration.idleTimeout = requestTimeout

@@ -11,8 +11,9 @@ public final class PrometheusExport: Sendable {
     public let endpoint: MetricsEndpoint
 
     /// Bootstraps `MetricsSystem` (once per process) and binds the endpoint
-    /// on 127.0.0.1:`port`; `start()` serves it and starts the timer.
-    public init(server: Server, port: UInt16, prefix: String = "reactor",
+    /// on 127.0.0.1:`port` (or serves `listeningSocket`, one passed to this
+    /// process); `start()` serves it and starts the timer.
+    public init(server: Server, port: UInt16, listeningSocket: Int32? = nil, prefix: String = "reactor",
                 errors: @escaping @Sendable (any Error) -> Void = { _ in }) throws {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -20,7 +21,7 @@ public final class PrometheusExport: Sendable {
         MetricsSystem.bootstrap(factory)
         self.registry = registry
         metrics = ServerMetrics(server: server, prefix: prefix)
-        endpoint = try MetricsEndpoint(port: port, errors: errors) { [metrics] in
+        endpoint = try MetricsEndpoint(port: port, listeningSocket: listeningSocket, errors: errors) { [metrics] in
             metrics.update()
             var text: [UInt8] = []
             registry.emit(into: &text)

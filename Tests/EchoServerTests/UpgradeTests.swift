@@ -10,11 +10,14 @@ import Glibc
 /// upgrade, and systemd's socket activation, which the upgrade speaks too.
 @Suite("Zero-downtime upgrade and socket activation")
 struct UpgradeTests {
-    /// SIGUSR2: a successor serves the same socket, the old process drains,
-    /// its open connection keeps echoing until its peer closes it, and no
-    /// connection made around the hand-over is lost.
+    /// SIGUSR2: a successor serves the same socket (and the metrics
+    /// endpoint's), the old process drains, its open connection keeps
+    /// echoing until its peer closes it, and no connection made around the
+    /// hand-over is lost.
     @Test func sigusr2HandsTheSocketToASuccessorAndDrains() throws {
-        let (old, port) = try ServerProcess.echoServer(["--loops", "2", "--shutdown-timeout", "30"])
+        let metricsPort = try unusedPort()
+        let (old, port) = try ServerProcess.echoServer(
+            ["--loops", "2", "--shutdown-timeout", "30", "--metrics-port", "\(metricsPort)"])
         let held = try BlockingClient(port: port)
         try held.send([1])
         #expect(try held.receive(exactly: 1) == [1])
@@ -46,6 +49,11 @@ struct UpgradeTests {
         let after = try BlockingClient(port: port)
         try after.send(Array("after".utf8))
         #expect(try after.receive(exactly: 5) == Array("after".utf8))
+        let scrape = try BlockingClient(port: metricsPort)
+        try scrape.send(Array("GET /metrics HTTP/1.0\r\n\r\n".utf8))
+        let answer = String(decoding: try scrape.receiveUntilEOF(limit: 1 << 20), as: UTF8.self)
+        #expect(answer.hasPrefix("HTTP/1.0 200") || answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
+        #expect(answer.contains("reactor_connections_opened_total"), "the successor's own metrics")
         stop(successor) // it shares the old process's stderr: read that once both are gone
         let log = old.standardError()
         #expect(log.contains("upgrade: pid \(successor) serves; draining"), "\(log)")
@@ -60,7 +68,8 @@ struct UpgradeTests {
         let path = ServerProcess.productsDirectory.appendingPathComponent("echo-server").path
         // --port names another port: the inherited socket wins over binding one.
         let child = try SuccessorProcess.spawn(
-            path, arguments: ["--loops", "1", "--port", "1"], listeningSocket: listener, notifySocket: readiness.name)
+            path, arguments: ["--loops", "1", "--port", "1"], sockets: [.init(fd: listener, name: "echo.socket")],
+            notifySocket: readiness.name)
         defer { stop(child) }
         var status: Int32 = 0
         #expect(readiness.waitForReady(timeout: .seconds(20)) { waitpid(child, &status, WNOHANG) == child })
