@@ -146,7 +146,7 @@ SCALE_ARGS ?=
 scale-demo: release
 	$(PYTHON) scripts/scale_demo.py --server $(RELEASE)/echo-server --client $(RELEASE)/dummy-client $(SCALE_ARGS)
 
-# make upgrade-under-load [UPGRADE_ARGS=--quick]: issue 15's target. SIGUSR2 to an echo-server (--loops 2
+# make upgrade-under-load [UPGRADE_ARGS=--quick]: SIGUSR2 to an echo-server (--loops 2
 # --shutdown-timeout 20) 40% into a dummy-client flood of 1,000 connections that each close after 20 rounds
 # (--quick: 200, 4 s); the successor must accept within 100 ms, the old one exit within the shutdown timeout,
 # the client see 0 connect failures, resets, lost or wrong bytes. One table; exit 0 only if every target is

@@ -34,4 +34,27 @@ struct RoomServerProcessTests {
         for member in members { #expect(try member.socket.receiveUntilEOF(limit: 0).isEmpty) }
         #expect(server.waitForExit() == 0)
     }
+
+    /// Behind a proxy: the PROXY header is read before the room protocol sees
+    /// a byte, and a member without one is refused while the room goes on.
+    @Test func proxyProtocolHeaderComesBeforeThePackets() throws {
+        let port = try unusedPort()
+        let server = try ServerProcess("room-server", arguments: ["--port", "\(port)", "--loops", "1", "--proxy-protocol"])
+        try server.waitUntilListening()
+        let members = try (0..<2).map { _ in try RoomClient(port: port) }
+        for (index, member) in members.enumerated() {
+            try member.socket.send(Array("PROXY TCP4 192.0.2.\(index + 1) 192.0.2.100 4000\(index) 7931\r\n".utf8))
+            try member.enter(9)
+        }
+        let unproxied = try BlockingClient(port: port)
+        try unproxied.send(RoomClient.enterPacket(9))
+        _ = try? unproxied.receiveUntilEOF(limit: 0) // refused: FIN, or a reset over the unread packet
+        try members[0].chat(Array("still here".utf8))
+        for member in members { #expect(try member.readChat().payload == Array("still here".utf8)) }
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
+        let log = server.standardError()
+        #expect(log.contains("refused: not a PROXY protocol header"), "\(log)")
+        #expect(log.contains("1 PROXY headers refused"), "\(log)")
+    }
 }
