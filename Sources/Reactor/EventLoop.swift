@@ -373,7 +373,23 @@ public final class EventLoop: @unchecked Sendable {
     func connectionClosed() {
         connectionCount -= 1
         connectionClosedHook?()
-        if stopWhenEmpty && connectionCount == 0 { running = false }
+        stopIfDrained()
+    }
+
+    /// Accepted sockets whose PROXY header is still being read: connections
+    /// to be, which a draining loop waits for too.
+    private(set) var pendingProxyHeaders = 0
+
+    func proxyHeaderStarted() { pendingProxyHeaders += 1 }
+
+    /// Called once the reader is done, after the connection (if any) is adopted.
+    func proxyHeaderEnded() {
+        pendingProxyHeaders -= 1
+        stopIfDrained()
+    }
+
+    private func stopIfDrained() {
+        if stopWhenEmpty && connectionCount == 0 && pendingProxyHeaders == 0 { running = false }
     }
 
     func register(_ source: any EventSource) throws(SystemError) {
@@ -386,11 +402,12 @@ public final class EventLoop: @unchecked Sendable {
         sources[source.fd] = nil
     }
 
-    /// Listeners close; connections go on. The loop stops when no connection is left.
+    /// Listeners close; connections, and those whose PROXY header is on its
+    /// way, go on. The loop stops when none is left.
     func stopAccepting() {
         stopWhenEmpty = true
         for case let listener as Listener in sources.values { listener.close() }
-        if connectionCount == 0 { running = false }
+        stopIfDrained()
     }
 
     /// Finishes everything: listeners and half-read PROXY headers close,
@@ -400,6 +417,6 @@ public final class EventLoop: @unchecked Sendable {
         stopWhenEmpty = true
         for source in sources.values where source.closesOnShutdown { source.close() }
         connections.initializedSlots.forEachOpen { token, _ in finishGracefully(token) }
-        if connectionCount == 0 { running = false }
+        stopIfDrained()
     }
 }

@@ -253,11 +253,9 @@ public final class Server: Sendable {
     /// flush its output, then closes it; whatever is still open after
     /// `gracePeriod` is closed regardless. Any thread; `wait()` returns after.
     public func shutdown(gracePeriod: Duration = .seconds(5)) {
-        for loop in loops {
-            loop.execute {
-                loop.closeGracefully()
-                loop.schedule(after: gracePeriod) { loop.stop() }
-            }
+        afterTheAcceptor { loop in
+            loop.closeGracefully()
+            loop.schedule(after: gracePeriod) { loop.stop() }
         }
     }
 
@@ -267,11 +265,20 @@ public final class Server: Sendable {
     /// socket stays open there, so no connection waiting in its backlog is
     /// lost). Any thread; `wait()` returns after.
     public func drain(gracePeriod: Duration) {
-        for loop in loops {
-            loop.execute {
-                loop.stopAccepting()
-                loop.schedule(after: gracePeriod) { loop.stop() }
-            }
+        afterTheAcceptor { loop in
+            loop.stopAccepting()
+            loop.schedule(after: gracePeriod) { loop.stop() }
+        }
+    }
+
+    /// Runs `body` on loop 0 (whose listener it closes), and from there on
+    /// every other loop: each then runs it after every connection loop 0
+    /// handed it before, never stopping with a hand-off still in its queue.
+    private func afterTheAcceptor(_ body: @escaping @Sendable (EventLoop) -> Void) {
+        let acceptor = loops[0]
+        acceptor.execute { [loops] in
+            body(acceptor)
+            for loop in loops.dropFirst() { loop.execute { body(loop) } }
         }
     }
 

@@ -37,6 +37,7 @@ final class ProxyHeaderReader: EventSource {
         self.fd = fd
         self.loop = loop
         self.finished = finished
+        loop.proxyHeaderStarted()
         do throws(SystemError) {
             try loop.register(self)
         } catch {
@@ -104,5 +105,6 @@ final class ProxyHeaderReader: EventSource {
         // Told before the close, so a peer that has seen it close sees it counted too.
         finished(outcome)
         if case .header = outcome {} else { Glibc.close(fd) }
+        loop.proxyHeaderEnded()
     }
 }
