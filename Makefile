@@ -18,7 +18,7 @@ release-static:
 run: release
 	$(RELEASE)/echo-server $(ARGS)
 
-# One test at a time (about 45 s): in parallel, the socket-heavy tests took
+# One test at a time (about 85 s): in parallel, the socket-heavy tests took
 # the kernel's TCP memory and CPU from the echo-server process tests, whose
 # bounds (8 MiB absorbed by a stalled reader, fds settling) then failed now and then.
 test:
