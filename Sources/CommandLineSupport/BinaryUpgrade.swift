@@ -1,6 +1,5 @@
 import Logging
 import Reactor
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +19,7 @@ final class BinaryUpgrade: Sendable {
     private let arguments: [String]
     private let gracePeriod: Duration
     private let logger: Logger
-    private let inProgress = Atomic<Bool>(false)
+    private let state = Locked(State.serving)
     static let readyTimeout = Duration.seconds(10)
 
     /// `executable` as this process was started: resolved now, before
@@ -35,12 +34,30 @@ final class BinaryUpgrade: Sendable {
         self.logger = logger
     }
 
-    /// Starts an upgrade unless one is under way. The wait for the successor
-    /// runs on a thread of its own, so the loop goes on serving meanwhile.
+    /// Where this process is: only one that serves can start an upgrade.
+    private enum State {
+        case serving
+        case upgrading
+        case handedOver(pid_t)
+        /// Its listening socket is closed or closing: nothing to hand over.
+        case stopping
+    }
+
+    /// Starts an upgrade unless this process is upgrading, has handed over,
+    /// or is shutting down. The wait for the successor runs on a thread of
+    /// its own, so the loop goes on serving meanwhile.
     func begin() {
-        guard !inProgress.exchange(true, ordering: .relaxed) else {
-            return logger.warning("upgrade: one is already under way")
+        let refusal: String? = state.withLock { state in
+            switch state {
+            case .serving:
+                state = .upgrading
+                return nil
+            case .upgrading: return "one is already under way"
+            case .handedOver(let pid): return "already handed over to pid \(pid)"
+            case .stopping: return "shutting down, nothing to hand over"
+            }
         }
+        if let refusal { return logger.warning("upgrade: \(refusal)") }
         do {
             let readiness = try SocketActivation.ReadinessSocket()
             let sockets = [SocketActivation.PassedSocket(fd: server.listeningSocket, name: "listener")]
@@ -50,7 +67,19 @@ final class BinaryUpgrade: Sendable {
             _ = try LoopThread(name: "upgrade") { [self] in waitUntilServing(pid, readiness) }
         } catch {
             logger.error("upgrade: \(error); still serving")
-            inProgress.store(false, ordering: .relaxed)
+            endUpgrade(.serving)
+        }
+    }
+
+    /// A shutdown has begun: no upgrade may start from now on.
+    func serverStopping() {
+        state.withLock { $0 = .stopping }
+    }
+
+    /// Where a finished or failed upgrade leaves this process, unless it began shutting down meanwhile.
+    private func endUpgrade(_ next: State) {
+        state.withLock { state in
+            if case .upgrading = state { state = next }
         }
     }
 
@@ -58,6 +87,7 @@ final class BinaryUpgrade: Sendable {
         var status: Int32 = 0
         let ready = readiness.waitForReady(timeout: Self.readyTimeout) { waitpid(pid, &status, WNOHANG) == pid }
         if ready {
+            endUpgrade(.handedOver(pid))
             logger.info("upgrade: pid \(pid) serves; draining (at most \(gracePeriod))")
             server.drain(gracePeriod: gracePeriod)
             metrics?.drain(gracePeriod: .seconds(1))
@@ -70,7 +100,7 @@ final class BinaryUpgrade: Sendable {
         } else {
             logger.error("upgrade: pid \(pid) exited (status \(status)) before serving; still serving")
         }
-        inProgress.store(false, ordering: .relaxed)
+        endUpgrade(.serving)
     }
 }
 

@@ -35,13 +35,6 @@ public func serve(
     do {
         server = try makeServer(logger) { eventLogger.warning("\($0)") }
         let gracePeriod = Duration.seconds(options.shutdownTimeout)
-        var signalsSeen = 0
-        try server.loops[0].watchSignals([SIGINT, SIGTERM]) { signal in
-            signalsSeen += 1
-            if signalsSeen > 1 { _exit(130) }
-            eventLogger.info("signal \(signal): stopping (a second one exits at once)")
-            server.shutdown(gracePeriod: gracePeriod)
-        }
         var export: PrometheusExport?
         if options.metricsPort > 0 {
             export = try PrometheusExport(
@@ -51,6 +44,14 @@ public func serve(
             logger.info("metrics on http://127.0.0.1:\(options.metricsPort)/metrics")
         }
         let upgrade = BinaryUpgrade(server: server, metrics: export?.endpoint.server, gracePeriod: gracePeriod, logger: eventLogger)
+        var signalsSeen = 0
+        try server.loops[0].watchSignals([SIGINT, SIGTERM]) { signal in
+            signalsSeen += 1
+            if signalsSeen > 1 { _exit(130) }
+            eventLogger.info("signal \(signal): stopping (a second one exits at once)")
+            upgrade.serverStopping()
+            server.shutdown(gracePeriod: gracePeriod)
+        }
         try server.loops[0].watchSignals([SIGUSR2]) { _ in upgrade.begin() }
         defer { export?.endpoint.shutdown() }
         print("\(name) listening on \(server.localAddress) (loops \(options.loops), pid \(getpid()))")

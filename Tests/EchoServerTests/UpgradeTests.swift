@@ -59,6 +59,23 @@ struct UpgradeTests {
         #expect(log.contains("upgrade: pid \(successor) serves; draining"), "\(log)")
     }
 
+    /// Once SIGTERM has closed the listening socket there is nothing to hand
+    /// over: SIGUSR2 then starts no successor, and the shutdown goes on.
+    @Test func sigusr2DuringAShutdownStartsNoSuccessor() throws {
+        let (server, port) = try ServerProcess.echoServer(["--loops", "1", "--shutdown-timeout", "2"])
+        // A peer that sends and never reads holds the shutdown open with its unflushed echo.
+        let stalled = try BlockingClient(port: port, receiveBufferSize: 4096)
+        _ = stalled.sendWithoutBlocking(ArraySlice(patternBytes(count: 4 << 20, seed: 3)))
+        server.signal(SIGTERM)
+        #expect(eventually { (try? BlockingClient(port: port)) == nil }, "the listener closes at SIGTERM")
+        server.signal(SIGUSR2)
+        #expect(server.waitForExit() == 0)
+        #expect((try? BlockingClient(port: port)) == nil, "no successor took the port")
+        let log = server.standardError()
+        #expect(log.contains("upgrade: shutting down, nothing to hand over"), "\(log)")
+        #expect(!log.contains("upgrade: started"), "\(log)")
+    }
+
     /// systemd's way: the socket as fd 3 with LISTEN_FDS and LISTEN_PID, and
     /// READY=1 on NOTIFY_SOCKET once the server serves it.
     @Test func echoServerServesASocketPassedAsSystemdPassesIt() throws {
