@@ -25,7 +25,6 @@ status 0 only when every row passes. Logs go to .build/faults/.
 import argparse
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -242,22 +241,15 @@ def run_scenario(args, name, function, log_dir):
     out = Outcome()
     started = time.monotonic()
 
-    def timed_out(*_):
-        raise ScenarioTimeout(f"timed out after {SCENARIO_TIMEOUT} s")
-
-    previous = signal.signal(signal.SIGALRM, timed_out)
-    signal.alarm(SCENARIO_TIMEOUT)
     try:
-        with procs.Supervisor(log_dir) as supervisor:
+        with procs.time_limit(SCENARIO_TIMEOUT, ScenarioTimeout(f"timed out after {SCENARIO_TIMEOUT} s")), \
+                procs.Supervisor(log_dir) as supervisor:
             function(Context(args, supervisor, name), out)
     except ScenarioTimeout as error:
         out.check(False, str(error))
     except Exception as error:  # a failed scenario must not stop the others
         out.check(False, f"{type(error).__name__}: {error}")
         traceback.print_exc(file=sys.stderr)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     out.seconds = time.monotonic() - started
     return out
 

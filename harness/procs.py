@@ -6,6 +6,7 @@ an exception, on Ctrl-C or SIGTERM) stops whatever is still running: SIGTERM to
 that PID, a bounded wait, then SIGKILL. Nothing is ever signalled by name.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -154,6 +155,22 @@ def stop_on_signals():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
+
+
+@contextlib.contextmanager
+def time_limit(seconds, error):
+    """Raises `error` (an exception) in the main thread if the block runs past
+    `seconds` (SIGALRM), so that a stuck run still unwinds and stops what it started."""
+    def expired(*_):
+        raise error
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Supervisor:

@@ -391,12 +391,6 @@ def main(argv=None):
     procs.raise_fd_limit()
     procs.stop_on_signals()
     budget = int(len(phases) * (args.warmup + args.duration + 30) + 60)
-
-    def out_of_time(*_):
-        raise procs.Stopped(f"scale-demo: over its {budget} s budget")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.alarm(budget)
     work = os.path.join(procs.ROOT, ".build", "scale-demo")
     started = time.monotonic()
     print(f"scale-demo: {haproxy.version(binary)}; servers {', '.join(SERVER_HOSTS)}; HAProxy {FRONTEND_HOST} "
@@ -406,7 +400,8 @@ def main(argv=None):
     rows = []
     ports = procs.Ports(FIRST_PORT)
     try:
-        with procs.Supervisor(work) as supervisor:
+        with procs.time_limit(budget, procs.Stopped(f"scale-demo: over its {budget} s budget")), \
+                procs.Supervisor(work) as supervisor:
             for phase in phases:
                 try:
                     row = run_phase(phase, args, caps, supervisor, ports, work, binary)
@@ -422,8 +417,6 @@ def main(argv=None):
     except (KeyboardInterrupt, procs.Stopped) as error:
         print(f"\nscale-demo: stopped ({error or 'interrupted'}); everything it started is stopped", file=sys.stderr)
         return 130
-    finally:
-        signal.alarm(0)
     good = [row for row in rows if not row.get("error")]
     print()
     print(table(good, caps))

@@ -365,12 +365,6 @@ def main(argv=None):
     procs.stop_on_signals()
     subreaper = become_subreaper()
     budget = int(args.warmup + args.duration + args.shutdown_timeout + 60)
-
-    def out_of_time(*_):
-        raise procs.Stopped(f"upgrade-under-load: over its {budget} s budget")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.alarm(budget)
     work = os.path.join(procs.ROOT, ".build", "upgrade")
     started = time.monotonic()
     print(f"upgrade-under-load: echo-server --loops 2 --shutdown-timeout {args.shutdown_timeout:g}; dummy-client flood "
@@ -378,7 +372,8 @@ def main(argv=None):
           f"{args.threads}, {args.warmup:g} s warm-up + {args.duration:g} s; SIGUSR2 at {args.at:.0%} of the "
           f"measured window", flush=True)
     try:
-        with procs.Supervisor(work) as supervisor:
+        with procs.time_limit(budget, procs.Stopped(f"upgrade-under-load: over its {budget} s budget")), \
+                procs.Supervisor(work) as supervisor:
             result = run(args, supervisor, work)
     except RuntimeError as error:
         print(f"upgrade-under-load: FAILED: {error}", file=sys.stderr)
@@ -387,8 +382,6 @@ def main(argv=None):
         print(f"\nupgrade-under-load: stopped ({error or 'interrupted'}); everything it started is stopped",
               file=sys.stderr)
         return 130
-    finally:
-        signal.alarm(0)
     result["subreaper"] = subreaper
     lines = rows(result, args)
     c = result.get("client") or {}

@@ -243,7 +243,6 @@ public final class EventLoop: @unchecked Sendable {
             // Under the lock: `execute` writes the eventfd under it too, so none writes a closed fd.
             Glibc.close(wakeFD)
         }
-        for source in sources.values { source.close() }
         epoll.close()
         connections.release()
         timers = TimerQueue()

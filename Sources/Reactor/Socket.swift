@@ -47,13 +47,10 @@ enum Socket {
     /// or from the process being upgraded): checks that it is a listening
     /// TCP socket, and makes it non-blocking and close-on-exec.
     static func adoptListening(_ fd: Int32) throws(SystemError) -> Int32 {
-        var listening: Int32 = 0, type: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0 else {
+        guard let listening = integerOption(fd, SOL_SOCKET, SO_ACCEPTCONN) else {
             throw SystemError("getsockopt(SO_ACCEPTCONN)", "inherited fd \(fd)")
         }
-        length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {
+        guard let type = integerOption(fd, SOL_SOCKET, SO_TYPE) else {
             throw SystemError("getsockopt(SO_TYPE)", "inherited fd \(fd)")
         }
         guard listening == 1, type == Int32(SOCK_STREAM.rawValue) else {

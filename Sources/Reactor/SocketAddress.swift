@@ -23,22 +23,31 @@ public enum SocketAddress: Sendable, Equatable, CustomStringConvertible {
     /// Parses a numeric IPv4 or IPv6 address, or resolves a name such as
     /// `localhost` (first stream address wins).
     public init(host: String, port: UInt16) throws(ResolutionError) {
-        var v4 = sockaddr_in()
-        if inet_pton(AF_INET, host, &v4.sin_addr) == 1 {
-            v4.sin_family = sa_family_t(AF_INET)
-            v4.sin_port = port.bigEndian
-            self = .v4(v4)
-            return
-        }
-        var v6 = sockaddr_in6()
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        if inet_pton(AF_INET6, bare, &v6.sin6_addr) == 1 {
-            v6.sin6_family = sa_family_t(AF_INET6)
-            v6.sin6_port = port.bigEndian
-            self = .v6(v6)
+        if let numeric = SocketAddress(numeric: host, family: AF_INET, port: port)
+            ?? SocketAddress(numeric: bare, family: AF_INET6, port: port) {
+            self = numeric
             return
         }
         self = try Self.resolve(host, port: port)
+    }
+
+    /// A numeric address of `family` (`inet_pton`: no names, no leading zeros
+    /// in IPv4), or nil.
+    init?(numeric host: String, family: Int32, port: UInt16) {
+        if family == AF_INET {
+            var v4 = sockaddr_in()
+            guard inet_pton(AF_INET, host, &v4.sin_addr) == 1 else { return nil }
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = port.bigEndian
+            self = .v4(v4)
+        } else {
+            var v6 = sockaddr_in6()
+            guard inet_pton(AF_INET6, host, &v6.sin6_addr) == 1 else { return nil }
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = port.bigEndian
+            self = .v6(v6)
+        }
     }
 
     private static func resolve(_ host: String, port: UInt16) throws(ResolutionError) -> SocketAddress {

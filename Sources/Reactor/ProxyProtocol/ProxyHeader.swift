@@ -86,20 +86,9 @@ public struct ProxyHeader: Sendable, Equatable {
             source.withPort(sourcePort), destination.withPort(destinationPort))), length: length)
     }
 
-    /// A numeric address of `family` (inet_pton: no leading zeros, no names).
     private static func address(text: UnsafeRawBufferPointer.SubSequence, family: Int32) -> SocketAddress? {
         guard !text.isEmpty, text.count < Int(INET6_ADDRSTRLEN) else { return nil }
-        let string = String(decoding: text, as: UTF8.self)
-        if family == AF_INET {
-            var v4 = sockaddr_in()
-            guard inet_pton(AF_INET, string, &v4.sin_addr) == 1 else { return nil }
-            v4.sin_family = sa_family_t(AF_INET)
-            return .v4(v4)
-        }
-        var v6 = sockaddr_in6()
-        guard inet_pton(AF_INET6, string, &v6.sin6_addr) == 1 else { return nil }
-        v6.sin6_family = sa_family_t(AF_INET6)
-        return .v6(v6)
+        return SocketAddress(numeric: String(decoding: text, as: UTF8.self), family: family, port: 0)
     }
 
     /// A decimal port, 0-65535, without a sign or a leading zero.
